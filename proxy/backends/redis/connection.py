@@ -1,0 +1,349 @@
+"""One pipelined connection to Redis, shared by many clients, that repairs itself.
+
+Every command written is matched to its waiter by position: Redis answers one
+connection's commands in order, so a FIFO of waiters is the whole bookkeeping.  When the
+connection breaks, every waiter still in the FIFO gets an error reply at once (a write
+that may or may not have been applied is reported, never sent again), the FIFO is
+emptied, and the next command starts a new connection.  Nothing can then be matched to
+the wrong command, because a new connection starts with an empty FIFO.
+
+States: DOWN -> CONNECTING -> HANDSHAKE (AUTH, SELECT) -> READY -> DOWN ...
+Commands submitted before READY wait in the write buffer; they are written only after
+the handshake succeeded, so a command can never run before its SELECT.
+
+Never logs command arguments (they are hashed keys and ciphertexts, but still not for
+logs) nor the password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+
+import hiredis
+
+from proxy.backends import Reply, Waiter
+from proxy.resp import writer
+
+log = logging.getLogger("cachecloak.upstream")
+
+DOWN, CONNECTING, HANDSHAKE, READY = "down", "connecting", "handshake", "ready"
+
+# Reconnect backoff with full jitter (AWS architecture blog, "Exponential Backoff And
+# Jitter"): fast first retries after a blip, at most one attempt per 2 s when Redis is gone.
+_BACKOFF_FIRST = 0.05
+_BACKOFF_MAX = 2.0
+
+
+class UpstreamSettings:
+    __slots__ = ("host", "port", "username", "password", "db", "connect_timeout",
+                 "command_timeout", "label")
+
+    def __init__(self, host: str, port: int, *, username: str | None, password: str | None,
+                 db: int, connect_timeout: float, command_timeout: float, label: str):
+        self.host, self.port = host, port
+        self.username, self.password = username, password
+        self.db = db
+        self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self.label = label  # e.g. 'cache "my-redis" at 10.0.0.5:6379': for messages only
+
+
+class _FutureWaiter:
+    """Adapts a waiter to an asyncio future, for multi-step operations."""
+
+    __slots__ = ("future", "client")
+
+    def __init__(self, future: asyncio.Future):
+        self.future = future
+        self.client = None
+
+    def complete(self, reply: Reply) -> None:
+        if not self.future.done():
+            self.future.set_result(reply)
+
+    def fail(self, error_reply: bytes) -> None:
+        if not self.future.done():
+            self.future.set_exception(UpstreamFailure(error_reply[1:].rstrip(b"\r\n").decode()))
+
+
+class _HandshakeWaiter:
+    __slots__ = ("conn", "step", "client")
+
+    def __init__(self, conn: UpstreamConnection, step: str):
+        self.conn = conn
+        self.step = step
+        self.client = None
+
+    def complete(self, reply: Reply) -> None:
+        self.conn._handshake_reply(self.step, reply)
+
+    def fail(self, error_reply: bytes) -> None:
+        return None
+
+
+class UpstreamFailure(Exception):
+    """A multi-step operation could not finish; str() is a safe one-line message."""
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """A self-healing pipelined Redis connection; also the Route of its clients."""
+
+    def __init__(self, settings: UpstreamSettings, loop: asyncio.AbstractEventLoop | None = None):
+        self.settings = settings
+        self.loop = loop or asyncio.get_event_loop()
+        self.state = DOWN
+        self.transport: asyncio.Transport | None = None
+        self._reader = hiredis.Reader()
+        self._waiters: deque = deque()
+        self._wbuf: list[bytes] = []
+        self._handshake_left = 0
+        self._last_error = "not connected yet"
+        self._retry_at = 0.0
+        self._backoff = _BACKOFF_FIRST
+        self._connect_task: asyncio.Task | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._last_progress = 0.0
+        self._closed = False
+        self.clients = 0  # how many clients use this route (for balancing)
+        self.connects = 0
+
+    # -- the Route interface --------------------------------------------------------
+
+    def submit(self, args: list[bytes], waiter: Waiter) -> None:
+        state = self.state
+        if state is not READY:
+            if state is DOWN and not self._start_connect():
+                waiter.fail(self._unavailable_reply())
+                return
+        if not self._waiters:
+            self._last_progress = time.monotonic()
+        self._wbuf.append(hiredis.pack_command(tuple(args)))
+        self._waiters.append(waiter)
+
+    def flush(self) -> None:
+        if self._wbuf and self.state is READY:
+            data = b"".join(self._wbuf)
+            self._wbuf.clear()
+            self.transport.write(data)
+
+    async def call(self, args: list[bytes]) -> Reply:
+        future = self.loop.create_future()
+        self.submit(args, _FutureWaiter(future))
+        self.flush()
+        return await future
+
+    async def delete_prefix(self, prefix: bytes) -> int:
+        """UNLINK every key under `prefix`, found with SCAN (never KEYS: it blocks Redis)."""
+        deleted = 0
+        async for batch in self._scan(prefix):
+            reply = await self.call([b"UNLINK", *batch])
+            if isinstance(reply, int):
+                deleted += reply
+        return deleted
+
+    async def count_prefix(self, prefix: bytes) -> int:
+        count = 0
+        async for batch in self._scan(prefix):
+            count += len(batch)
+        return count
+
+    async def _scan(self, prefix: bytes):
+        pattern = _glob_escape(prefix) + b"*"
+        cursor = b"0"
+        seen_first = False
+        while cursor != b"0" or not seen_first:
+            seen_first = True
+            reply = await self.call([b"SCAN", cursor, b"MATCH", pattern, b"COUNT", b"1000"])
+            if isinstance(reply, hiredis.ReplyError):
+                raise UpstreamFailure(f"SCAN failed on {self.settings.label}: {reply}")
+            cursor, keys = reply
+            if keys:
+                yield keys
+
+    # -- connection management ------------------------------------------------------
+
+    def _unavailable_reply(self) -> bytes:
+        return writer.error(f"ERR cachecloak: Redis for {self.settings.label} is unavailable "
+                            f"({self._last_error}); retrying in the background")
+
+    def _start_connect(self) -> bool:
+        """Begin connecting unless we are backing off; False means fail fast."""
+        if self._closed or time.monotonic() < self._retry_at:
+            return False
+        self.state = CONNECTING
+        self._connect_task = self.loop.create_task(self._connect())
+        return True
+
+    async def _connect(self) -> None:
+        s = self.settings
+        try:
+            await asyncio.wait_for(
+                self.loop.create_connection(lambda: self, s.host, s.port),
+                timeout=s.connect_timeout)
+        except asyncio.TimeoutError:
+            self._connect_failed(f"connect timed out after {s.connect_timeout:g}s")
+        except OSError as exc:
+            self._connect_failed(exc.strerror or type(exc).__name__)
+        except Exception as exc:  # noqa: BLE001 - any failure must reach the waiters
+            self._connect_failed(type(exc).__name__)
+
+    def _connect_failed(self, reason: str) -> None:
+        if self.state is READY or self._closed:
+            return
+        self.state = DOWN
+        self._note_failure(reason)
+        self._fail_all(self._unavailable_reply())
+
+    def _note_failure(self, reason: str) -> None:
+        first = self._last_error != reason
+        self._last_error = reason
+        delay = random.uniform(0, self._backoff)
+        self._retry_at = time.monotonic() + delay
+        self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
+        if first:
+            log.warning("upstream %s: %s; retrying with backoff", self.settings.label, reason)
+        if not self._closed:
+            # Keep trying in the background so the route is healthy before it is needed.
+            self.loop.call_later(delay + 0.001, self._background_retry)
+
+    def _background_retry(self) -> None:
+        if self.state is DOWN and not self._closed:
+            self._start_connect()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self._reader = hiredis.Reader()
+        self.state = HANDSHAKE
+        self.connects += 1
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            import socket
+
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        s = self.settings
+        steps: list[tuple[str, list[bytes]]] = []
+        if s.password is not None:
+            auth = [b"AUTH"]
+            if s.username:
+                auth.append(s.username.encode())
+            auth.append(s.password.encode())
+            steps.append(("AUTH", auth))
+        if s.db:
+            steps.append(("SELECT", [b"SELECT", str(s.db).encode()]))
+        steps.append(("CLIENT SETNAME", [b"CLIENT", b"SETNAME", b"cachecloak"]))
+        self._handshake_left = len(steps)
+        handshake = []
+        for i, (step, args) in enumerate(steps):
+            handshake.append(hiredis.pack_command(tuple(args)))
+            self._waiters.insert(i, _HandshakeWaiter(self, step))
+        self._last_progress = time.monotonic()
+        transport.write(b"".join(handshake))
+        self._arm_watchdog()
+
+    def _handshake_reply(self, step: str, reply: Reply) -> None:
+        if isinstance(reply, hiredis.ReplyError):
+            reason = str(reply).split(" ", 1)[0]
+            hint = {"AUTH": "check redis.username and redis.password",
+                    "SELECT": "check redis.db against the server's `databases` setting"}.get(
+                        step, "check the Redis server's configuration")
+            self._broken(f"Redis refused {step} ({reason}); {hint}")
+            return
+        self._handshake_left -= 1
+        if self._handshake_left == 0:
+            self.state = READY
+            self._backoff = _BACKOFF_FIRST
+            if self._last_error != "not connected yet":
+                log.info("upstream %s: connected", self.settings.label)
+            self._last_error = "connection lost"
+            self.flush()
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        self._last_progress = time.monotonic()
+        waiters = self._waiters
+        touched = set()
+        try:
+            while True:
+                reply = self._reader.gets()
+                if reply is False:
+                    break
+                if not waiters:
+                    raise hiredis.ProtocolError("reply without a pending command")
+                waiter = waiters.popleft()
+                waiter.complete(reply)
+                if waiter.client is not None:
+                    touched.add(waiter.client)
+        except hiredis.ProtocolError:
+            self._broken("Redis sent an invalid reply")
+        for client in touched:
+            client.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.state is not DOWN:
+            reason = "connection lost" if exc is None else f"connection lost: {exc}"
+            self._to_down(reason)
+
+    def _broken(self, reason: str) -> None:
+        """Abandon this connection: every in-flight command gets an error reply."""
+        transport = self.transport
+        self._to_down(reason)
+        if transport is not None:
+            transport.abort()
+
+    def _to_down(self, reason: str) -> None:
+        self.state = DOWN
+        self.transport = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        self._note_failure(reason)
+        self._fail_all(writer.error(
+            f"ERR cachecloak: {reason} on {self.settings.label} before Redis replied; the "
+            "command may or may not have been applied"))
+
+    def _fail_all(self, error_reply: bytes) -> None:
+        self._wbuf.clear()
+        waiters, self._waiters = self._waiters, deque()
+        touched = set()
+        for waiter in waiters:
+            waiter.fail(error_reply)
+            if waiter.client is not None:
+                touched.add(waiter.client)
+        for client in touched:
+            client.flush()
+
+    def _arm_watchdog(self) -> None:
+        interval = max(min(self.settings.command_timeout / 4, 1.0), 0.05)
+        self._watchdog = self.loop.call_later(interval, self._check_progress)
+
+    def _check_progress(self) -> None:
+        """A Redis that stops answering must not hang clients: give up on it after
+        command_timeout without a reply while commands are waiting."""
+        self._watchdog = None
+        if self.state is DOWN:
+            return
+        if self._waiters and time.monotonic() - self._last_progress > self.settings.command_timeout:
+            self._broken(f"no reply within commandTimeout {self.settings.command_timeout:g}s")
+            return
+        self._arm_watchdog()
+
+    def close(self) -> None:
+        self._closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _glob_escape(prefix: bytes) -> bytes:
+    out = bytearray()
+    for b in prefix:
+        if b in b"*?[]\\":
+            out.append(0x5C)
+        out.append(b)
+    return bytes(out)

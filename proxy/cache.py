@@ -1,0 +1,97 @@
+"""A configured cache: how its keys are named and its values sealed, and its backend.
+
+This is the only object the command layer asks for stored names and envelopes.  It
+holds the crypto objects built from the configuration; nothing outside proxy/crypto and
+this module sees key material.  It never logs a key, a value or key material: decrypt
+failures are counted by reason and logged without the key.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from proxy.crypto import DecryptError, KeyHasher, ValueSealer
+from proxy.crypto.envelope import OVERHEAD
+
+if TYPE_CHECKING:
+    from proxy.backends import Backend
+
+log = logging.getLogger("cachecloak.cache")
+
+# One warning per reason per interval: a flood of tampered values must not flood the log.
+_DECRYPT_LOG_INTERVAL = 10.0
+
+
+class DecryptRefused(Exception):
+    """onDecryptError: error — the client gets this text as an error reply."""
+
+
+class Cache:
+    def __init__(self, name: str, *, hasher: KeyHasher, sealer: ValueSealer | None,
+                 on_decrypt_error: str, databases: int, backend: Backend):
+        self.name = name
+        self.hasher = hasher
+        self.sealer = sealer
+        self.miss_on_decrypt_error = on_decrypt_error != "error"
+        self.databases = databases
+        self.backend = backend
+        self.decrypt_failures: dict[str, int] = {}
+        self._last_decrypt_log: dict[str, float] = {}
+        # Hot-path aliases: one attribute lookup instead of two per command.
+        self.stored_key = hasher.stored_key
+
+    @classmethod
+    def from_config(cls, cfg, backend: Backend) -> Cache:
+        hasher = KeyHasher(cfg.name, cfg.hashing_current if cfg.hashing_enabled else None,
+                           cfg.key_prefix, cfg.prefix_enabled, cfg.databases)
+        sealer = (ValueSealer(cfg.encryption_current, list(cfg.encryption_old))
+                  if cfg.encryption_enabled else None)
+        return cls(cfg.name, hasher=hasher, sealer=sealer,
+                   on_decrypt_error=cfg.on_decrypt_error, databases=cfg.databases,
+                   backend=backend)
+
+    @property
+    def encrypting(self) -> bool:
+        return self.sealer is not None
+
+    def seal(self, db: int, stored_key: bytes, value: bytes) -> bytes:
+        sealer = self.sealer
+        return value if sealer is None else sealer.seal(db, stored_key, value)
+
+    def open(self, db: int, stored_key: bytes, blob: bytes) -> bytes | None:
+        """The plaintext, or None (a miss) when the envelope does not open.
+
+        Raises DecryptRefused instead of returning None under `onDecryptError: error`.
+        A value that does not authenticate is never returned as it is stored.
+        """
+        sealer = self.sealer
+        if sealer is None:
+            return blob
+        try:
+            return sealer.open(db, stored_key, blob)
+        except DecryptError as exc:
+            self._count_failure(exc.reason)
+            if self.miss_on_decrypt_error:
+                return None
+            raise DecryptRefused(
+                f"ERR cachecloak could not decrypt the stored value ({exc.reason}): it was "
+                "changed in Redis, written under a key missing from encryption.keys, or not "
+                "written by cachecloak") from None
+
+    def plaintext_length(self, stored_length: int) -> int:
+        """STRLEN without fetching the value: the envelope adds a fixed overhead."""
+        if self.sealer is None or stored_length == 0:
+            return stored_length
+        return max(stored_length - OVERHEAD, 0)
+
+    def _count_failure(self, reason: str) -> None:
+        self.decrypt_failures[reason] = self.decrypt_failures.get(reason, 0) + 1
+        now = time.monotonic()
+        if now - self._last_decrypt_log.get(reason, -_DECRYPT_LOG_INTERVAL) >= _DECRYPT_LOG_INTERVAL:
+            self._last_decrypt_log[reason] = now
+            log.warning("cache %s: a stored value failed to decrypt (%s); %d such failures so "
+                        "far. Values changed in Redis or written under a key that is no longer "
+                        "in encryption.keys read as misses.", self.name, reason,
+                        self.decrypt_failures[reason])

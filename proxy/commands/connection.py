@@ -1,0 +1,346 @@
+"""Commands cachecloak answers itself: connection state, introspection, server info.
+
+These never reach Redis.  HELLO, SELECT and RESET change only this client's view (its
+protocol, its logical database); INFO and CLIENT describe the proxy, not the upstream
+Redis, whose details (addresses aside) are not the client's business.
+
+Must never: answer with a key, a value or a secret; INFO shows key identifiers' counts,
+never key material.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+from proxy import __version__
+from proxy.commands import introspection
+from proxy.commands.table import (
+    TABLE,
+    Command,
+    arity_error,
+    dispatch_subcommand,
+    register,
+)
+from proxy.resp import writer
+
+REDIS_COMPAT_VERSION = introspection.redis_version()
+
+_NOT_INTEGER = writer.error("ERR value is not an integer or out of range")
+_BAD_NAME = writer.error("ERR Client names cannot contain spaces, newlines or special characters.")
+_WRONGPASS = writer.error("WRONGPASS invalid username-password pair or user is disabled.")
+_AUTH_NO_PASSWORD = writer.error(
+    "ERR AUTH <password> called without any password configured for the default user. "
+    "Are you sure your configuration is correct?")
+
+
+def served_names() -> list[str]:
+    names = set()
+    for command in TABLE.values():
+        names.add(command.name)
+        for sub in (command.subcommands or {}).values():
+            names.add(sub.name)
+    return sorted(names)
+
+
+def _valid_client_name(name: bytes) -> bool:
+    # Redis: printable ASCII from '!' to '~' only.
+    return all(33 <= b <= 126 for b in name)
+
+
+# -- connection ------------------------------------------------------------------------
+
+def run_ping(client, command, args):
+    client.reply(writer.PONG if len(args) == 1 else writer.bulk(args[1]))
+
+
+def run_echo(client, command, args):
+    client.reply(writer.bulk(args[1]))
+
+
+def run_quit(client, command, args):
+    client.reply(writer.OK)
+    client.close_after_reply()
+
+
+def run_reset(client, command, args):
+    client.reset_state()
+    client.reply(b"+RESET\r\n")
+
+
+def _authenticate(client, username: bytes | None, password: bytes) -> bytes | None:
+    """None when accepted, else the error reply.  No listener password is configured in
+    this version, so the proxy behaves like a Redis whose default user has `nopass`."""
+    if username is None:
+        return _AUTH_NO_PASSWORD
+    if username != b"default":
+        return _WRONGPASS
+    return None
+
+
+def run_auth(client, command, args):
+    if len(args) == 2:
+        problem = _authenticate(client, None, args[1])
+    elif len(args) == 3:
+        problem = _authenticate(client, args[1], args[2])
+    else:
+        client.reply(writer.error("ERR syntax error"))
+        return
+    client.reply(problem or writer.OK)
+
+
+def run_hello(client, command, args):
+    proto = client.proto
+    if len(args) >= 2:
+        try:
+            proto = int(args[1])
+        except ValueError:
+            client.reply(writer.error("ERR Protocol version is not an integer or out of range"))
+            return
+        if proto not in (2, 3):
+            client.reply(writer.error("NOPROTO unsupported protocol version"))
+            return
+    auth = None
+    name = None
+    i = 2
+    while i < len(args):
+        option = args[i].upper()
+        left = len(args) - i - 1
+        if option == b"AUTH" and left >= 2:
+            auth = (args[i + 1], args[i + 2])
+            i += 3
+        elif option == b"SETNAME" and left >= 1:
+            name = args[i + 1]
+            i += 2
+        else:
+            client.reply(writer.error(
+                f"ERR Syntax error in HELLO option '{args[i].decode('utf-8', 'replace')}'"))
+            return
+    if auth is not None:
+        problem = _authenticate(client, auth[0], auth[1])
+        if problem is not None:
+            client.reply(problem)
+            return
+    if name is not None:
+        if not _valid_client_name(name):
+            client.reply(_BAD_NAME)
+            return
+        client.name = name
+    client.proto = proto
+    client.reply(writer.map_(proto, [
+        (writer.bulk(b"server"), writer.bulk(b"redis")),
+        (writer.bulk(b"version"), writer.bulk(REDIS_COMPAT_VERSION.encode())),
+        (writer.bulk(b"proto"), writer.integer(proto)),
+        (writer.bulk(b"id"), writer.integer(client.id)),
+        (writer.bulk(b"mode"), writer.bulk(b"standalone")),
+        (writer.bulk(b"role"), writer.bulk(b"master")),
+        (writer.bulk(b"modules"), b"*0\r\n"),
+    ]))
+
+
+def run_select(client, command, args):
+    try:
+        db = int(args[1])
+    except ValueError:
+        client.reply(_NOT_INTEGER)
+        return
+    if not 0 <= db < client.cache.databases:
+        client.reply(writer.error("ERR DB index is out of range"))
+        return
+    client.db = db
+    client.reply(writer.OK)
+
+
+# -- CLIENT ----------------------------------------------------------------------------
+
+def client_line(c, now: float) -> bytes:
+    def text(b: bytes | None) -> str:
+        return (b or b"").decode("utf-8", "replace")
+    return (
+        f"id={c.id} addr={c.peer} laddr={c.local} fd={c.fd} name={text(c.name)} "
+        f"age={int(now - c.created)} idle={int(now - c.last_active)} flags=N db={c.db} "
+        f"sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 "
+        f"tot-mem=0 events=r cmd={c.last_command} user=default redir=-1 resp={c.proto} "
+        f"lib-name={text(c.lib_name)} lib-ver={text(c.lib_ver)}\n").encode()
+
+
+def run_client_setname(client, command, args):
+    if not _valid_client_name(args[2]):
+        client.reply(_BAD_NAME)
+        return
+    client.name = args[2] or None
+    client.reply(writer.OK)
+
+
+def run_client_getname(client, command, args):
+    client.reply(writer.bulk(client.name) if client.name else writer.NULL_BULK[client.proto])
+
+
+def run_client_id(client, command, args):
+    client.reply(writer.integer(client.id))
+
+
+def run_client_setinfo(client, command, args):
+    attr = args[2].upper()
+    if attr not in (b"LIB-NAME", b"LIB-VER"):
+        client.reply(writer.error(
+            f"ERR Unrecognized option '{args[2].decode('utf-8', 'replace')}'"))
+        return
+    if not _valid_client_name(args[3]) and args[3]:
+        client.reply(writer.error(f"ERR {attr.decode().lower()} cannot contain spaces, "
+                                  "newlines or special characters."))
+        return
+    if attr == b"LIB-NAME":
+        client.lib_name = args[3]
+    else:
+        client.lib_ver = args[3]
+    client.reply(writer.OK)
+
+
+def run_client_info(client, command, args):
+    client.reply(writer.verbatim(client.proto, client_line(client, time.monotonic())))
+
+
+def run_client_list(client, command, args):
+    clients = list(client.server.clients.values())
+    if len(args) > 2:
+        option = args[2].upper()
+        if option == b"TYPE" and len(args) == 4:
+            kind = args[3].lower()
+            if kind not in (b"normal", b"master", b"replica", b"pubsub", b"slave"):
+                client.reply(writer.error(
+                    f"ERR Unknown client type '{args[3].decode('utf-8', 'replace')}'"))
+                return
+            if kind != b"normal":
+                clients = []
+        elif option == b"ID" and len(args) >= 4:
+            try:
+                wanted = {int(a) for a in args[3:]}
+            except ValueError:
+                client.reply(writer.error("ERR Invalid client ID"))
+                return
+            clients = [c for c in clients if c.id in wanted]
+        else:
+            client.reply(writer.error("ERR syntax error"))
+            return
+    now = time.monotonic()
+    text = b"".join(client_line(c, now) for c in sorted(clients, key=lambda c: c.id))
+    client.reply(writer.verbatim(client.proto, text))
+
+
+# -- COMMAND ---------------------------------------------------------------------------
+
+def run_command(client, command, args):
+    if len(args) == 1:
+        client.reply(introspection.command_reply(served_names(), client.proto))
+        return
+    dispatch_subcommand(client, command, args)
+
+
+def run_command_count(client, command, args):
+    client.reply(introspection.command_count_reply(served_names(), client.proto))
+
+
+def run_command_info(client, command, args):
+    client.reply(introspection.command_info_reply(served_names(), client.proto, args[2:]))
+
+
+def run_command_docs(client, command, args):
+    client.reply(introspection.command_docs_reply(served_names(), client.proto, args[2:]))
+
+
+def run_command_list(client, command, args):
+    client.reply(introspection.command_list_reply(served_names(), client.proto,
+                                                  args[2:] or None))
+
+
+# -- INFO and TIME ---------------------------------------------------------------------
+
+_DEFAULT_SECTIONS = ("server", "clients", "cluster", "cachecloak")
+
+
+def info_sections(client) -> dict[str, list[tuple[str, object]]]:
+    server = client.server
+    cache = client.cache
+    uptime = int(time.time() - server.started_at)
+    sealer = cache.sealer
+    return {
+        "server": [
+            ("redis_version", REDIS_COMPAT_VERSION),
+            ("redis_mode", "standalone"),
+            ("os", f"{platform.system()} {platform.release()} {platform.machine()}"),
+            ("arch_bits", 64 if platform.architecture()[0] == "64bit" else 32),
+            ("process_id", os.getpid()),
+            ("tcp_port", client.listener_port),
+            ("uptime_in_seconds", uptime),
+            ("uptime_in_days", uptime // 86400),
+        ],
+        "clients": [("connected_clients", len(server.clients))],
+        "cluster": [("cluster_enabled", 0)],
+        "cachecloak": [
+            ("cachecloak_version", __version__),
+            ("cache_name", cache.name),
+            ("cache_backend", cache.backend.description),
+            ("upstream_ready", int(cache.backend.ready())),
+            ("hashing", "enabled" if cache.hasher.enabled else "disabled"),
+            ("encryption", "enabled" if sealer else "disabled"),
+            ("encryption_current_key_id", sealer.key_id.hex() if sealer else ""),
+            ("encryptions_under_current_key", sealer.encryptions if sealer else 0),
+            ("decrypt_failures", sum(cache.decrypt_failures.values())),
+            ("logical_db", client.db),
+        ],
+    }
+
+
+def run_info(client, command, args):
+    sections = info_sections(client)
+    wanted = [a.decode("utf-8", "replace").lower() for a in args[1:]]
+    if not wanted or "default" in wanted or "all" in wanted or "everything" in wanted:
+        names = list(_DEFAULT_SECTIONS)
+    else:
+        names = [n for n in sections if n in wanted]
+    parts = []
+    for name in names:
+        lines = [f"# {name.capitalize()}"] + [f"{k}:{v}" for k, v in sections[name]]
+        parts.append("\r\n".join(lines) + "\r\n")
+    client.reply(writer.verbatim(client.proto, "\r\n".join(parts).encode()))
+
+
+def run_time(client, command, args):
+    now = time.time_ns() // 1000
+    client.reply(writer.bulks([str(now // 1_000_000).encode(),
+                               str(now % 1_000_000).encode()]))
+
+
+def _subcommands(*commands: Command) -> dict[bytes, Command]:
+    return {c.name.split("|", 1)[1].encode(): c for c in commands}
+
+
+register(
+    Command("ping", -1, run=run_ping),
+    Command("echo", 2, run=run_echo),
+    Command("quit", -1, run=run_quit),
+    Command("reset", 1, run=run_reset),
+    Command("auth", -2, run=run_auth),
+    Command("hello", -1, run=run_hello),
+    Command("select", 2, run=run_select),
+    Command("info", -1, run=run_info),
+    Command("time", 1, run=run_time),
+    Command("client", -2, run=dispatch_subcommand, subcommands=_subcommands(
+        Command("client|setname", 3, run=run_client_setname),
+        Command("client|getname", 2, run=run_client_getname),
+        Command("client|id", 2, run=run_client_id),
+        Command("client|setinfo", 4, run=run_client_setinfo),
+        Command("client|info", 2, run=run_client_info),
+        Command("client|list", -2, run=run_client_list),
+    )),
+    Command("command", -1, run=run_command, subcommands=_subcommands(
+        Command("command|count", 2, run=run_command_count),
+        Command("command|info", -2, run=run_command_info),
+        Command("command|docs", -2, run=run_command_docs),
+        Command("command|list", -2, run=run_command_list),
+    )),
+)
+
+__all__ = ["arity_error", "served_names"]

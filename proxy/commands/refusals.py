@@ -1,0 +1,92 @@
+"""Why a command is not served.  Fail closed: whatever is not in the table is refused here.
+
+Every Redis 7 command that cachecloak does not serve has a reason a user can act on.
+Unknown commands get Redis's own "unknown command" error, except that cachecloak does
+not echo the arguments back: they may hold keys or values, and error texts end up in
+application logs.
+"""
+
+from __future__ import annotations
+
+from proxy.resp import writer
+
+_LISTING = "keys are stored HMAC-hashed, so cachecloak cannot list, match or pick them"
+_SCRIPTS = "a script would run inside Redis on hashed keys and encrypted values"
+_CIPHERTEXT = ("it would have Redis compute on encrypted values, which only cachecloak "
+               "can read")
+_NOT_YET = "it is not served by this version of cachecloak"
+_ADMIN = ("it administers the Redis server itself; run it against Redis directly, "
+          "with an operator's credentials")
+_PUBSUB = "publish/subscribe is not served: cachecloak is a cache proxy"
+_BLOCKING = "blocking commands are not served: they would hold a shared upstream connection"
+_RAW = "it exposes or writes Redis's raw stored bytes, bypassing encryption"
+
+_GROUPS: dict[str, tuple[str, ...]] = {
+    _LISTING: ("keys", "scan", "randomkey", "hscan", "sscan", "zscan"),
+    _SCRIPTS: ("eval", "eval_ro", "evalsha", "evalsha_ro", "fcall", "fcall_ro", "function",
+               "script"),
+    _CIPHERTEXT: ("setbit", "getbit", "bitcount", "bitop", "bitfield", "bitfield_ro", "bitpos",
+                  "lcs", "sort", "sort_ro", "pfadd", "pfcount", "pfmerge", "pfdebug",
+                  "pfselftest", "substr"),
+    _RAW: ("dump", "restore", "restore-asking", "migrate", "object", "memory", "debug"),
+    _ADMIN: ("acl", "bgrewriteaof", "bgsave", "save", "config", "shutdown", "slaveof",
+             "replicaof", "replconf", "sync", "psync", "failover", "module", "monitor",
+             "slowlog", "latency", "lastsave", "lolwut", "cluster", "asking", "readonly",
+             "readwrite", "role", "wait", "swapdb", "move"),
+    _PUBSUB: ("subscribe", "unsubscribe", "psubscribe", "punsubscribe", "publish", "pubsub",
+              "ssubscribe", "sunsubscribe", "spublish"),
+    _BLOCKING: ("blpop", "brpop", "brpoplpush", "blmove", "blmpop", "bzpopmin", "bzpopmax",
+                "bzmpop", "xread", "xreadgroup"),
+    _NOT_YET: (
+        "incr", "incrby", "decr", "decrby", "incrbyfloat", "append", "setrange", "getrange",
+        "rename", "renamenx", "copy", "multi", "exec", "discard", "watch", "unwatch",
+        "hset", "hsetnx", "hget", "hmget", "hmset", "hdel", "hexists", "hlen", "hgetall",
+        "hkeys", "hvals", "hstrlen", "hincrby", "hincrbyfloat", "hrandfield",
+        "sadd", "srem", "sismember", "smismember", "smembers", "scard", "spop", "srandmember",
+        "sinter", "sunion", "sdiff", "sinterstore", "sunionstore", "sdiffstore", "sintercard",
+        "smove", "lpush", "rpush", "lpushx", "rpushx", "lpop", "rpop", "lrange", "llen",
+        "lindex", "lset", "ltrim", "lmove", "lmpop", "rpoplpush", "lrem", "lpos", "linsert",
+        "zadd", "zrem", "zscore", "zmscore", "zincrby", "zcard", "zcount", "zrank",
+        "zrevrank", "zrange", "zrangebyscore", "zrevrange", "zrevrangebyscore",
+        "zremrangebyscore", "zremrangebyrank", "zpopmin", "zpopmax", "zrangestore",
+        "zrangebylex", "zrevrangebylex", "zlexcount", "zremrangebylex", "zdiff", "zdiffstore",
+        "zinter", "zintercard", "zinterstore", "zunion", "zunionstore", "zrandmember",
+        "zmpop", "geoadd", "geodist", "geohash", "geopos", "georadius", "georadius_ro",
+        "georadiusbymember", "georadiusbymember_ro", "geosearch", "geosearchstore",
+        "xack", "xadd", "xautoclaim", "xclaim", "xdel", "xgroup", "xinfo", "xlen",
+        "xpending", "xrange", "xrevrange", "xsetid", "xtrim"),
+}
+
+REFUSALS: dict[str, str] = {name: reason for reason, names in _GROUPS.items() for name in names}
+
+# Subcommands Redis 7 has and cachecloak does not serve, with the reason.
+_SUBCOMMAND_REFUSALS = {
+    "client": ({"caching", "getredir", "help", "kill", "no-evict", "pause", "reply", "tracking",
+                "trackinginfo", "unblock", "unpause", "no-touch"},
+               "only CLIENT SETNAME, GETNAME, ID, SETINFO, INFO and LIST are served"),
+    "command": ({"getkeys", "getkeysandflags", "help"},
+                "only COMMAND COUNT, INFO, DOCS and LIST are served"),
+}
+
+
+def _printable(name: bytes) -> str:
+    return name[:128].decode("utf-8", "replace").replace("\r", " ").replace("\n", " ")
+
+
+def refusal(args: list[bytes]) -> bytes:
+    name = args[0].lower()
+    text = name.decode("utf-8", "replace")
+    reason = REFUSALS.get(text)
+    if reason is not None:
+        return writer.error(f"ERR cachecloak does not serve '{text}': {reason}")
+    return writer.error(f"ERR unknown command '{_printable(args[0])}', "
+                        "with args beginning with: ")
+
+
+def subcommand_refusal(container: str, sub: bytes) -> bytes:
+    known, hint = _SUBCOMMAND_REFUSALS.get(container, (set(), ""))
+    text = _printable(sub).lower()
+    if text in known:
+        return writer.error(f"ERR cachecloak does not serve '{container}|{text}': {hint}")
+    return writer.error(f"ERR unknown subcommand '{_printable(sub)}'. Try "
+                        f"{container.upper()} HELP.")

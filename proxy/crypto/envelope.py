@@ -1,0 +1,102 @@
+"""The value envelope: AES-256-GCM with a random nonce, bound to where the value lives.
+
+Wire format, version 1 (in the spirit of Google Tink's output prefix):
+
+    offset  size  field
+    0       1     version, 0x01
+    1       4     key identifier (HKDF of the configured key, see keys.py)
+    5       12    nonce, fresh from os.urandom for every write
+    17      n     ciphertext (same length as the plaintext)
+    17+n    16    GCM tag
+
+Associated data = version || key identifier || logical db (2 bytes, big endian) ||
+stored name (the hashed key as Redis holds it) [|| NUL || context].  A ciphertext copied
+to another key, another database or (with `context`) another hash field fails
+authentication; a future re-encryption sweep can rebuild the associated data from what
+Redis holds, without the application's key names.
+
+Old keys are decrypt-only and are found by key identifier, never by trial decryption.
+
+Limits: random 96-bit nonces allow 2^32 encryptions per key (NIST SP 800-38D, 8.3)
+before the collision risk passes 2^-32; `encryptions` counts them so operators can be
+warned to rotate.
+
+This module never logs and never puts keys, values or key material in exceptions.
+"""
+
+from __future__ import annotations
+
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from proxy.crypto.keys import derive_aes_key, derive_key_id
+
+VERSION = 1
+_VERSION_BYTE = bytes([VERSION])
+HEADER_BYTES = 1 + 4
+NONCE_BYTES = 12
+TAG_BYTES = 16
+OVERHEAD = HEADER_BYTES + NONCE_BYTES + TAG_BYTES  # 33 bytes per stored value
+
+
+class DecryptError(Exception):
+    """A stored value could not be opened.  `reason` is a short metric label."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"stored value could not be decrypted ({reason})")
+        self.reason = reason
+
+
+class ValueSealer:
+    """Encrypts under the current key; decrypts under the current or any old key."""
+
+    __slots__ = ("_header", "_current", "_by_id", "encryptions", "key_id")
+
+    def __init__(self, current: bytes, old: list[bytes] | tuple[bytes, ...] = ()):
+        self.key_id = derive_key_id(current)
+        self._header = _VERSION_BYTE + self.key_id
+        self._current = AESGCM(derive_aes_key(current))
+        self._by_id: dict[bytes, AESGCM] = {self.key_id: self._current}
+        for key in old:
+            key_id = derive_key_id(key)
+            if key_id in self._by_id:
+                raise ValueError("two configured encryption keys share a key identifier")
+            self._by_id[key_id] = AESGCM(derive_aes_key(key))
+        self.encryptions = 0
+
+    @property
+    def key_ids(self) -> list[bytes]:
+        return list(self._by_id)
+
+    def seal(self, db: int, stored_key: bytes, value: bytes, context: bytes | None = None) -> bytes:
+        header = self._header
+        nonce = os.urandom(NONCE_BYTES)
+        aad = header + db.to_bytes(2, "big") + stored_key
+        if context is not None:
+            aad += b"\x00" + context
+        self.encryptions += 1
+        return header + nonce + self._current.encrypt(nonce, value, aad)
+
+    def open(self, db: int, stored_key: bytes, blob: bytes, context: bytes | None = None) -> bytes:
+        if len(blob) < OVERHEAD or blob[0] != VERSION:
+            raise DecryptError("not-an-envelope")
+        aead = self._by_id.get(blob[1:HEADER_BYTES])
+        if aead is None:
+            raise DecryptError("unknown-key-id")
+        aad = blob[:HEADER_BYTES] + db.to_bytes(2, "big") + stored_key
+        if context is not None:
+            aad += b"\x00" + context
+        try:
+            return aead.decrypt(blob[HEADER_BYTES:HEADER_BYTES + NONCE_BYTES],
+                                blob[HEADER_BYTES + NONCE_BYTES:], aad)
+        except InvalidTag:
+            raise DecryptError("authentication-failed") from None
+
+    @staticmethod
+    def key_id_of(blob: bytes) -> bytes | None:
+        """The key identifier an envelope was written under, or None if it is not one."""
+        if len(blob) < OVERHEAD or blob[0] != VERSION:
+            return None
+        return blob[1:HEADER_BYTES]

@@ -1,0 +1,114 @@
+"""Turning a client's key into the name it is stored under in Redis.
+
+Stored name layout (all printable ASCII when hashing is on):
+
+    <prefix><db>:<digest>                 key without a hash tag
+    <prefix><db>:{<tagdigest>}<digest>    key with a Redis Cluster hash tag {tag}
+
+* `digest` is the first 24 bytes of HMAC-SHA256(hmac_key, domain || key), in unpadded
+  base64url (32 characters).  192 bits keep collisions out of reach (birthday bound
+  2^96) while storing 11 fewer bytes per key than the full digest.
+* `domain` = "cachecloak/v1" NUL "key" NUL cache name NUL db NUL: the same client key in
+  another cache, another logical database or a later format version hashes differently.
+* A key containing a hash tag (`{...}`, found as Redis finds it) keeps a tag, itself
+  hashed, so keys sharing a tag still share a cluster slot while the tag's text never
+  reaches Redis.  `tagdigest` is 9 bytes (12 characters): it only has to spread slots.
+* With hashing disabled the client's key is kept unchanged after the namespace.
+* With the prefix disabled there is no `<prefix><db>:` namespace at all; the cache then
+  has exactly one logical database (the configuration enforces it).
+
+The namespace makes it possible to scope a Redis ACL user to `~<prefix>*`, and to find
+this cache's keys again with SCAN (FLUSHDB, DBSIZE, re-encryption after rotation).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+from proxy.crypto.keys import derive_hmac_key
+
+_DIGEST_BYTES = 24
+_TAG_DIGEST_BYTES = 9
+_FORMAT = b"cachecloak/v1"
+
+
+def find_hash_tag(key: bytes) -> bytes | None:
+    """Redis Cluster's rule: the bytes between the first '{' and the next '}', if any."""
+    start = key.find(b"{")
+    if start < 0:
+        return None
+    end = key.find(b"}", start + 1)
+    if end <= start + 1:
+        return None
+    return key[start + 1:end]
+
+
+class _Hmac:
+    """HMAC-SHA256 with the inner and outer hash states computed once (RFC 2104).
+
+    Copying two prepared SHA-256 states is cheaper than hmac.new() per call, which
+    re-derives both pads every time.
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes, domain: bytes):
+        block = 64
+        key = key.ljust(block, b"\x00")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+        self._inner.update(domain)
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+
+    def digest(self, message: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
+class KeyHasher:
+    """Maps (logical db, client key) to the stored name, for one cache."""
+
+    def __init__(self, cache_name: str, hashing_key: bytes | None, prefix: bytes,
+                 prefix_enabled: bool, databases: int):
+        self._enabled = hashing_key is not None
+        self._prefix_enabled = prefix_enabled
+        self._namespaces = [prefix + b"%d:" % db if prefix_enabled else b""
+                            for db in range(databases)]
+        self._prefix = prefix if prefix_enabled else b""
+        self._key_macs: list[_Hmac] = []
+        self._tag_macs: list[_Hmac] = []
+        if hashing_key is not None:
+            hmac_key = derive_hmac_key(hashing_key)
+            name = cache_name.encode()
+            for db in range(databases):
+                tail = b"\x00" + name + b"\x00" + str(db).encode() + b"\x00"
+                self._key_macs.append(_Hmac(hmac_key, _FORMAT + b"\x00key" + tail))
+                self._tag_macs.append(_Hmac(hmac_key, _FORMAT + b"\x00tag" + tail))
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    @property
+    def prefix(self) -> bytes:
+        """What every stored name of this cache starts with (empty without a prefix)."""
+        return self._prefix
+
+    def namespace(self, db: int) -> bytes:
+        """What every stored name of logical database `db` starts with."""
+        return self._namespaces[db]
+
+    def stored_key(self, db: int, key: bytes) -> bytes:
+        if not self._enabled:
+            return self._namespaces[db] + key
+        digest = base64.urlsafe_b64encode(self._key_macs[db].digest(key)[:_DIGEST_BYTES])
+        if b"{" in key:
+            tag = find_hash_tag(key)
+            if tag is not None:
+                tag_digest = base64.urlsafe_b64encode(
+                    self._tag_macs[db].digest(tag)[:_TAG_DIGEST_BYTES])
+                return self._namespaces[db] + b"{" + tag_digest + b"}" + digest
+        return self._namespaces[db] + digest

@@ -1,0 +1,1 @@
+"""RESP2/RESP3 parsing (client requests) and reply encoding.  Pure functions, no I/O."""

@@ -1,0 +1,223 @@
+"""Splitting a client's byte stream into commands: RESP arrays via hiredis, inline lines.
+
+Redis accepts two request forms: RESP arrays of bulk strings (what every client library
+sends) and "inline" commands, a line of space-separated words (telnet, `nc`, health
+checks such as `printf 'PING\\r\\n' | nc`).  Like Redis, a command whose first byte is
+not `*` is inline.  hiredis does the RESP work in C; this module decides where inline
+lines are, enforces the size limits and validates the shape of each command.
+
+Never logs, never holds on to a command after returning it.
+"""
+
+from __future__ import annotations
+
+import hiredis
+
+from proxy.errors import ClientProtocolError
+from proxy.resp import limits
+
+_STAR = 0x2A
+_DOLLAR = 0x24
+
+
+class RequestReader:
+    """Incremental request parser for one client connection."""
+
+    __slots__ = ("_reader", "_inline", "_pending", "max_request_bytes", "error")
+
+    def __init__(self, max_request_bytes: int = limits.MAX_REQUEST_BYTES):
+        self._reader = hiredis.Reader()
+        self._inline: bytes | None = None  # a partial inline line, when one is being read
+        # Bytes fed to hiredis since it last produced a command.  It over-counts by the
+        # part of a chunk that completed the previous command, which only makes the limit
+        # a little stricter; it never under-counts.
+        self._pending = 0
+        self.max_request_bytes = max_request_bytes
+        # Set when the stream turned out malformed; the commands before the bad bytes are
+        # still returned (Redis runs them too), then the caller answers with this error.
+        self.error: ClientProtocolError | None = None
+
+    def _idle(self) -> bool:
+        """True when hiredis holds no partial command bytes.
+
+        hiredis consumes headers eagerly, so a chunk that ends exactly after an array
+        element also reads as idle; the next chunk then starts with `$`, which we always
+        hand to hiredis.  Only a malformed continuation (neither `*` nor `$`) is misread
+        as inline, and then the partial command is dropped with a fresh reader.
+        """
+        return self._pending == 0 or not self._reader.has_data()
+
+    def feed(self, data: bytes) -> list[list[bytes]]:
+        """Return every complete command in `data` (plus what was buffered before).
+
+        On malformed input, returns the commands before it and sets `error`; the caller
+        runs them, answers with the error and closes the connection, as Redis does.
+        Nothing more may be fed once `error` is set.
+        """
+        commands: list[list[bytes]] = []
+        try:
+            self._feed(data, commands)
+        except ClientProtocolError as exc:
+            self.error = exc
+        return commands
+
+    def _feed(self, data: bytes, commands: list[list[bytes]]) -> None:
+        while data:
+            if self._inline is not None or (data[0] != _STAR and data[0] != _DOLLAR
+                                            and self._idle()):
+                data = self._feed_inline(data, commands)
+                continue
+            chunk_at_boundary = self._pending == 0
+            if chunk_at_boundary and data[0] == _STAR:
+                self._check_array_header(data)
+            reader = self._reader
+            reader.feed(data)
+            self._pending += len(data)
+            chunk, data = data, b""
+            first_of_chunk = len(commands)
+            while True:
+                try:
+                    command = reader.gets()
+                except hiredis.ProtocolError as exc:
+                    rest = self._inline_after_resp(chunk, commands[first_of_chunk:],
+                                                   chunk_at_boundary)
+                    if rest is None:
+                        raise ClientProtocolError(f"Protocol error: {exc}") from None
+                    data = rest
+                    break
+                if command is False:
+                    break
+                self._pending = 0
+                if command is None:  # `*-1\r\n`: Redis ignores a null array
+                    continue
+                if type(command) is not list:
+                    raise ClientProtocolError("Protocol error: expected '*', got a non-array request")
+                for arg in command:
+                    if type(arg) is not bytes:
+                        raise ClientProtocolError("Protocol error: expected '$' before each argument")
+                if command:
+                    commands.append(command)
+            if self._pending > self.max_request_bytes:
+                raise ClientProtocolError("Protocol error: invalid bulk length")
+
+    def _inline_after_resp(self, chunk: bytes, parsed: list[list[bytes]],
+                           chunk_at_boundary: bool) -> bytes | None:
+        """After hiredis rejects a byte: is it an inline command following RESP ones?
+
+        Redis allows `*1\r\n$4\r\nPING\r\nPING\r\n`.  hiredis does not report how far
+        it got, so on this (rare, error-only) path we re-encode the commands it returned
+        from this chunk; if they account exactly for the chunk's start and the next byte
+        starts an inline command, parsing resumes there with a fresh reader.
+        """
+        if not chunk_at_boundary:
+            return None
+        offset = 0
+        for command in parsed:
+            encoded = hiredis.pack_command(tuple(command))
+            if chunk[offset:offset + len(encoded)] != encoded:
+                return None
+            offset += len(encoded)
+        if offset >= len(chunk) or chunk[offset] in (_STAR, _DOLLAR):
+            return None
+        self._reader = hiredis.Reader()
+        self._pending = 0
+        return chunk[offset:]
+
+    def _check_array_header(self, data: bytes) -> None:
+        end = data.find(b"\r\n", 0, 24)
+        if end < 0:
+            return  # hiredis will reject a malformed header itself
+        try:
+            count = int(data[1:end])
+        except ValueError:
+            raise ClientProtocolError("Protocol error: invalid multibulk length") from None
+        if count > limits.MAX_ARGUMENTS:
+            raise ClientProtocolError("Protocol error: invalid multibulk length")
+
+    def _feed_inline(self, data: bytes, commands: list[list[bytes]]) -> bytes:
+        if self._inline is None and self._pending:
+            # A malformed continuation of a RESP array: drop the partial command.
+            self._reader = hiredis.Reader()
+            self._pending = 0
+        buf = data if self._inline is None else self._inline + data
+        newline = buf.find(b"\n")
+        if newline < 0:
+            if len(buf) > limits.MAX_INLINE_BYTES:
+                raise ClientProtocolError("Protocol error: too big inline request")
+            self._inline = buf
+            return b""
+        self._inline = None
+        if newline > limits.MAX_INLINE_BYTES:
+            raise ClientProtocolError("Protocol error: too big inline request")
+        line = buf[:newline]
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        args = split_inline(line)
+        if args:
+            commands.append(args)
+        return buf[newline + 1:]
+
+
+_ESCAPES = {ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t", ord("b"): b"\b", ord("a"): b"\a"}
+_SPACE = frozenset(b" \n\r\t\v\f\x00")
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+def split_inline(line: bytes) -> list[bytes]:
+    """Split an inline command the way Redis's sdssplitargs does (quotes and escapes)."""
+    args: list[bytes] = []
+    i, n = 0, len(line)
+    while True:
+        while i < n and line[i] in _SPACE:
+            i += 1
+        if i >= n:
+            return args
+        current = bytearray()
+        in_double = in_single = False
+        while True:
+            if in_double:
+                if i >= n:
+                    raise ClientProtocolError("Protocol error: unbalanced quotes in request")
+                c = line[i]
+                if (c == 0x5C and i + 3 < n and line[i + 1] == ord("x")
+                        and line[i + 2] in _HEX and line[i + 3] in _HEX):
+                    current.append(int(line[i + 2:i + 4], 16))
+                    i += 3
+                elif c == 0x5C and i + 1 < n:
+                    i += 1
+                    current += _ESCAPES.get(line[i], bytes([line[i]]))
+                elif c == 0x22:
+                    if i + 1 < n and line[i + 1] not in _SPACE:
+                        raise ClientProtocolError("Protocol error: unbalanced quotes in request")
+                    i += 1
+                    break
+                else:
+                    current.append(c)
+            elif in_single:
+                if i >= n:
+                    raise ClientProtocolError("Protocol error: unbalanced quotes in request")
+                c = line[i]
+                if c == 0x5C and i + 1 < n and line[i + 1] == 0x27:
+                    i += 1
+                    current.append(0x27)
+                elif c == 0x27:
+                    if i + 1 < n and line[i + 1] not in _SPACE:
+                        raise ClientProtocolError("Protocol error: unbalanced quotes in request")
+                    i += 1
+                    break
+                else:
+                    current.append(c)
+            else:
+                if i >= n:
+                    break
+                c = line[i]
+                if c in _SPACE:
+                    break
+                if c == 0x22:
+                    in_double = True
+                elif c == 0x27:
+                    in_single = True
+                else:
+                    current.append(c)
+            i += 1
+        args.append(bytes(current))

@@ -1,0 +1,1 @@
+"""The client-facing side: connections, reply ordering, listeners, process lifecycle."""

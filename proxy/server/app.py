@@ -1,0 +1,107 @@
+"""The running proxy: caches and backends built from the configuration, listeners,
+signals, and a clean stop.
+
+SIGTERM and SIGINT stop accepting, give in-flight commands up to DRAIN_TIMEOUT to be
+answered, then close everything and return (exit code 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import signal
+import time
+
+from proxy.backends.inprocess import LocalBackend
+from proxy.backends.redis import RedisBackend
+from proxy.cache import Cache
+from proxy.server.client import ClientConnection
+
+log = logging.getLogger("cachecloak")
+
+DRAIN_TIMEOUT = 10.0
+
+
+class StartupError(Exception):
+    """The proxy cannot start (for example, its address is taken); str() says the fix."""
+
+
+def build_backend(cfg):
+    if cfg.type == "local":
+        max_entries = cfg.local.max_entries if cfg.local is not None else None
+        return LocalBackend(max_entries)
+    return RedisBackend(cfg)
+
+
+class Server:
+    def __init__(self, config):
+        self.config = config
+        self.caches: dict[str, Cache] = {}
+        self.clients: dict[int, ClientConnection] = {}
+        self.started_at = time.time()
+        self._servers: list[asyncio.AbstractServer] = []
+        self._stop = asyncio.Event()
+        used = {listener.cache for listener in config.listeners}
+        for name, cfg in config.caches.items():
+            if name in used:
+                self.caches[name] = Cache.from_config(cfg, build_backend(cfg))
+
+    def client_connected(self, client: ClientConnection) -> None:
+        self.clients[client.id] = client
+
+    def client_disconnected(self, client: ClientConnection) -> None:
+        self.clients.pop(client.id, None)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for cache in self.caches.values():
+            await cache.backend.start()
+        for listener in self.config.listeners:
+            cache = self.caches[listener.cache]
+
+            def factory(listener=listener, cache=cache):
+                return ClientConnection(self, listener, cache)
+
+            try:
+                server = await loop.create_server(factory, listener.host, listener.port,
+                                                  reuse_address=True, backlog=4096)
+            except OSError as exc:
+                reason = {errno.EADDRINUSE: "the address is already in use; stop the other "
+                          "process or choose another address with --listen",
+                          errno.EADDRNOTAVAIL: "no local interface has that address; use a "
+                          "local address such as 127.0.0.1",
+                          errno.EACCES: "permission denied; ports below 1024 need privileges"
+                          }.get(exc.errno, exc.strerror or str(exc))
+                raise StartupError(f"cannot listen on {listener.address}: {reason}") from None
+            self._servers.append(server)
+            log.info("listening on %s for cache %s (%s)", listener.address, cache.name,
+                     cache.backend.description)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        await self.start()
+        await self._stop.wait()
+        await self.stop()
+
+    async def stop(self) -> None:
+        log.info("stopping: no new connections; draining %d client(s)", len(self.clients))
+        for server in self._servers:
+            server.close()
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        while any(c.has_pending() for c in self.clients.values()):
+            if time.monotonic() > deadline:
+                log.warning("drain timeout: closing clients with commands still in flight")
+                break
+            await asyncio.sleep(0.01)
+        for client in list(self.clients.values()):
+            if client.transport is not None:
+                client.transport.close()
+        for cache in self.caches.values():
+            await cache.backend.close()
+        log.info("stopped")

@@ -1,0 +1,254 @@
+"""One client connection: parse, dispatch, and write replies in order.
+
+Order is a queue of slots (see GUIDE): every command takes a slot at the tail of the
+client's FIFO when it is dispatched; a slot is filled by a local answer, an upstream
+reply or an error, in any order; filled slots at the head leave together in one write.
+Pipelining, mixed local and upstream replies, upstream failures and multi-step
+operations are all the same problem this way.
+
+While a multi-step operation runs (FLUSHDB over SCAN, for example), the client's later
+commands wait in a backlog, so they cannot overtake it.
+
+Must never: write a reply out of order, write twice for one command, or log a command's
+arguments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import socket
+import time
+from collections import deque
+
+from hiredis import ReplyError
+
+from proxy.commands import dispatch
+from proxy.resp import writer
+from proxy.resp.reader import RequestReader
+
+log = logging.getLogger("cachecloak.client")
+
+# Stop reading a client that has this many commands waiting for replies; resume at half.
+# Redis bounds a client's output with client-output-buffer-limit; a proxy must also bound
+# what it has accepted but not answered, or a client that never reads grows it forever.
+MAX_INFLIGHT = 16 * 1024
+
+_ids = itertools.count(1)
+
+
+class Slot:
+    """A reply position.  Doubles as the backend's waiter for forwarded commands."""
+
+    __slots__ = ("client", "decode", "ctx", "data")
+
+    def __init__(self, client, decode, ctx):
+        self.client = client
+        self.decode = decode
+        self.ctx = ctx
+        self.data: bytes | None = None
+
+    def complete(self, reply) -> None:
+        if type(reply) is ReplyError:
+            self.data = writer.error(str(reply))
+            return
+        try:
+            self.data = self.decode(self.client, self.ctx, reply)
+        except Exception as exc:  # noqa: BLE001 - a bad reply must not kill the loop
+            log.error("could not decode a reply (%s)", type(exc).__name__)
+            self.data = writer.error("ERR cachecloak could not decode Redis's reply")
+
+    def fail(self, error_reply: bytes) -> None:
+        self.data = error_reply
+
+
+class ClientConnection(asyncio.Protocol):
+    def __init__(self, server, listener, cache):
+        self.server = server
+        self.listener_port = listener.port
+        self.cache = cache
+        self.route = None
+        self.transport: asyncio.Transport | None = None
+        self.reader = RequestReader()
+        self._slots: deque[Slot] = deque()
+        self._out: list[bytes] = []
+        self._backlog: deque[list[bytes]] = deque()
+        self._blocked = 0
+        self._closing = False
+        self._closed = False
+        self._paused = False
+        self._write_paused = False
+        self.id = next(_ids)
+        self.reset_state()
+        self.lib_name: bytes | None = None
+        self.lib_ver: bytes | None = None
+        self.created = self.last_active = time.monotonic()
+        self.last_command = "NULL"
+        self.peer = self.local = "?"
+        self.fd = -1
+
+    def reset_state(self) -> None:
+        """Connection state that RESET returns to its defaults."""
+        self.db = 0
+        self.proto = 2
+        self.name: bytes | None = None
+
+    # -- asyncio callbacks ----------------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self.fd = sock.fileno()
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.peer = _address(transport.get_extra_info("peername"))
+        self.local = _address(transport.get_extra_info("sockname"))
+        self.route = self.cache.backend.route()
+        self.server.client_connected(self)
+
+    def connection_lost(self, exc) -> None:
+        self._closed = True
+        self._slots.clear()
+        self._backlog.clear()
+        release = getattr(self.cache.backend, "release", None)
+        if release is not None and self.route is not None:
+            release(self.route)
+        self.server.client_disconnected(self)
+
+    def pause_writing(self) -> None:
+        # The client is not reading its replies: stop reading its commands.
+        self._write_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._update_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self.last_active = time.monotonic()
+        reader = self.reader
+        commands = reader.feed(data)
+        if self._blocked or self._backlog:
+            self._backlog.extend(commands)
+            self._run_backlog()
+        else:
+            for index, args in enumerate(commands):
+                self._dispatch(args)
+                if self._blocked or self._closing:
+                    if not self._closing:
+                        self._backlog.extend(commands[index + 1:])
+                    break
+        if reader.error is not None and not self._closing:
+            if self._blocked or self._backlog:
+                self._backlog.append([b"\x00protocol-error"])
+            else:
+                self._protocol_error()
+        self.route.flush()
+        self.flush()
+        self._update_reading()
+
+    # -- used by command handlers ---------------------------------------------------
+
+    def reply(self, data: bytes) -> None:
+        if self._slots:
+            slot = Slot(None, None, None)
+            slot.data = data
+            self._slots.append(slot)
+        else:
+            self._out.append(data)
+
+    def forward(self, args: list[bytes], decode, ctx) -> None:
+        slot = Slot(self, decode, ctx)
+        self._slots.append(slot)
+        self.route.submit(args, slot)
+
+    def run_op(self, operation) -> None:
+        """Run a multi-step operation (a coroutine returning reply bytes) in order."""
+        slot = Slot(self, None, None)
+        self._slots.append(slot)
+        self._blocked += 1
+        asyncio.get_running_loop().create_task(self._run_operation(slot, operation))
+
+    def close_after_reply(self) -> None:
+        self._closing = True
+        self._backlog.clear()
+
+    def has_pending(self) -> bool:
+        return bool(self._slots or self._backlog)
+
+    # -- internals ------------------------------------------------------------------
+
+    def _dispatch(self, args: list[bytes]) -> None:
+        try:
+            dispatch(self, args)
+        except Exception as exc:  # noqa: BLE001 - one bad command must not drop the client
+            log.exception("internal error while handling a command (%s)", type(exc).__name__)
+            self.reply(writer.error(
+                f"ERR cachecloak internal error ({type(exc).__name__}); the command was not run"))
+
+    def _protocol_error(self) -> None:
+        error = self.reader.error
+        log.info("client %s sent malformed input (%s); closing its connection", self.peer, error)
+        self.reply(writer.error(f"ERR {error}"))
+        self.close_after_reply()
+
+    async def _run_operation(self, slot: Slot, operation) -> None:
+        try:
+            slot.data = await operation
+        except Exception as exc:  # noqa: BLE001
+            slot.data = writer.error(f"ERR cachecloak: {exc}")
+        self._blocked -= 1
+        if self._closed:
+            return
+        self._run_backlog()
+        self.route.flush()
+        self.flush()
+        self._update_reading()
+
+    def _run_backlog(self) -> None:
+        backlog = self._backlog
+        while backlog and not self._blocked and not self._closing:
+            args = backlog.popleft()
+            if args[0] == b"\x00protocol-error":
+                self._protocol_error()
+                break
+            self._dispatch(args)
+
+    def flush(self) -> None:
+        if self._closed:
+            return
+        out = self._out
+        slots = self._slots
+        while slots and slots[0].data is not None:
+            out.append(slots.popleft().data)
+        if out:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+        if self._closing and not slots:
+            self.transport.close()
+            self._closed = True
+        elif self._paused:
+            self._update_reading()
+
+    def _update_reading(self) -> None:
+        if self._closed:
+            return
+        should_pause = self._write_paused or len(self._slots) > MAX_INFLIGHT or (
+            len(self._backlog) > MAX_INFLIGHT)
+        if should_pause and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+        elif not should_pause and self._paused and len(self._slots) < MAX_INFLIGHT // 2:
+            self._paused = False
+            self.transport.resume_reading()
+
+
+def _address(name) -> str:
+    if isinstance(name, tuple):
+        host = name[0]
+        return f"[{host}]:{name[1]}" if ":" in host else f"{host}:{name[1]}"
+    return str(name or "?")
