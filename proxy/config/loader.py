@@ -393,8 +393,9 @@ def _validate(
 
     With ``partial=True`` an invalid mapping is validated a second time with the
     offending fields removed, so the cross-field rules can still check the rest of it.
-    Those later checks are silenced for the sections that held an invalid field (their
-    defaults would stand in for what the user wrote and could produce wrong advice).
+    Those later checks are silenced under each invalid field (its default would stand in
+    for what the user wrote and could produce wrong advice); an invalid ``disabled``
+    switch silences its whole section.
     """
     try:
         return model.model_validate(data)
@@ -413,7 +414,9 @@ def _validate(
         field_loc = loc[:cut]
         if len(field_loc) < 2:
             return None  # a field of the item itself is wrong: nothing sensible to check
-        sections.append(field_loc[:-1])
+        # Silence later checks under the dropped field; a dropped "disabled" switch
+        # changes what the whole section means, so silence the section.
+        sections.append(field_loc[:-1] if field_loc[-1] == "disabled" else field_loc)
         if cut < len(loc):  # an entry of a list field: drop that entry only
             bad_items.setdefault(field_loc, set()).add(int(loc[cut]))
             continue

@@ -30,8 +30,8 @@ def test_unset_variable_names_the_variable_and_line(write_config) -> None:
     text = REDIS_CACHE.replace("disableTLS: true", "disableTLS: {{ env.NO_TLS }}")
     path = write_config(text)
     assert config_errors(path, environ={}) == [
-        f"{path} line 6: environment variable NO_TLS is not set; export NO_TLS or replace "
-        "{{ env.NO_TLS }} with a value"
+        (f"{path} line 6: environment variable NO_TLS is not set; export NO_TLS or replace "
+        "{{ env.NO_TLS }} with a value")
     ]
 
 

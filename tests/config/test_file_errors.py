@@ -67,6 +67,6 @@ def test_duplicate_yaml_keys_are_an_error(write_config) -> None:
 def test_top_level_must_be_a_mapping(write_config, text: str, kind: str) -> None:
     path = write_config(text)
     assert config_errors(path) == [
-        f"{path}: the top level must be a mapping (listeners: and caches:), found {kind}; "
-        "start the file with 'caches:'"
+        (f"{path}: the top level must be a mapping (listeners: and caches:), found {kind}; "
+        "start the file with 'caches:'")
     ]

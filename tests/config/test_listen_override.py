@@ -24,8 +24,8 @@ def test_listen_replaces_the_single_configured_listener_and_keeps_its_cache(writ
 def test_listen_with_several_listeners_is_an_error(write_config) -> None:
     path = write_config("listeners:\n  - address: 127.0.0.1:6000\n  - address: 127.0.0.1:6001\n")
     assert config_errors(path, listen="127.0.0.1:7000") == [
-        "--listen: the configuration defines 2 listeners; --listen can only replace a single "
-        "listener, so edit listeners: in the file instead"
+        ("--listen: the configuration defines 2 listeners; --listen can only replace a single "
+        "listener, so edit listeners: in the file instead")
     ]
 
 

@@ -36,27 +36,42 @@ def test_every_problem_is_reported_in_one_error(write_config) -> None:
     errors = config_errors(write_config(BROKEN))
     assert errors == [
         "unknown: unknown field; allowed fields here: listeners, caches",
-        "caches[0].redis.poolSize: must be a number from 1 to 64; use from 1 to 64 upstream "
-        "connections",
-        'caches[0].encryption.keys.current: must be 64 hex characters (32 bytes); generate one '
-        'with "cachecloak keygen"',
-        "caches[1].keys.prefix: must not contain { or } (they would act as Redis Cluster hash "
-        "tags); remove them",
-        "caches[1].encryption.onDecryptError: must be one of: miss, error; use one of these "
-        "values",
-        "caches[1].databases: must be 1 when keys.disablePrefix is true (without a prefix "
-        "logical databases cannot be kept apart); remove databases or set it to 1",
-        "caches[1].hashing.keys.current: must differ from encryption.keys.current; use a "
-        'separate key for hashing (generate one with "cachecloak keygen")',
+        ("caches[0].redis.poolSize: must be a number from 1 to 64; use from 1 to 64 upstream "
+        "connections"),
+        ('caches[0].encryption.keys.current: must be 64 hex characters (32 bytes); generate one '
+        'with "cachecloak keygen"'),
+        ("caches[0].redis.disableTLS: TLS to Redis arrives in a later release; set disableTLS: "
+        "true to use plain TCP on a trusted network"),
+        ('caches[0].hashing.keys.current: required while hashing is enabled; generate a key with '
+        '"cachecloak keygen" or set hashing.disabled: true'),
+        ("caches[1].keys.prefix: must not contain { or } (they would act as Redis Cluster hash "
+        "tags); remove them"),
+        ("caches[1].encryption.onDecryptError: must be one of: miss, error; use one of these "
+        "values"),
+        ("caches[1].databases: must be 1 when keys.disablePrefix is true (without a prefix "
+        "logical databases cannot be kept apart); remove databases or set it to 1"),
+        ("caches[1].hashing.keys.current: must differ from encryption.keys.current; use a "
+        'separate key for hashing (generate one with "cachecloak keygen")'),
         'caches[2].name: duplicate cache name "b" (also caches[1]); give each cache its own name',
-        'listeners[0].cache: cache "nope" is not defined under caches:; define it or use one '
-        "of: a, b, local_default",
-        'listeners[1].address: duplicate listener address "127.0.0.1:6379" (also listeners[0]); '
-        "give each listener its own address",
+        ('listeners[0].cache: cache "nope" is not defined under caches:; define it or use one '
+        "of: a, b, local_default"),
+        ('listeners[1].address: duplicate listener address "127.0.0.1:6379" (also listeners[0]); '
+        "give each listener its own address"),
     ]
     text = "\n".join(errors)
     assert "SECRET" not in text
     assert KEY_ENC not in text
+
+
+def test_an_invalid_disabled_switch_silences_advice_for_its_section(write_config) -> None:
+    text = """\
+    caches:
+      - {name: a, type: redis, redis: {addresses: ["r:1"], disableTLS: true},
+         encryption: {disabled: sometimes}, hashing: {disabled: true}}
+    """
+    assert config_errors(write_config(text)) == [
+        "caches[0].encryption.disabled: must be true or false; write it without quotes",
+    ]
 
 
 def test_errors_in_several_caches_do_not_hide_each_other(write_config) -> None:

@@ -74,12 +74,12 @@ def test_argument_overrides_environment_variable(write_config, secret_file: Path
 def test_reference_without_provider(write_config) -> None:
     errors = config_errors(write_config(WITH_REFS))
     assert errors == [
-        "caches[0].redis.password: refers to secret <vault.redis_password> but no secret "
+        ("caches[0].redis.password: refers to secret <vault.redis_password> but no secret "
         "provider is configured; pass --secret-provider URI or set CACHECLOAK_SECRET_PROVIDER "
-        "(for example dir:///run/secrets or secretfile:///etc/cachecloak/secrets.yaml)",
-        "caches[0].encryption.keys.current: refers to secret <vault.enc> but no secret "
+        "(for example dir:///run/secrets or secretfile:///etc/cachecloak/secrets.yaml)"),
+        ("caches[0].encryption.keys.current: refers to secret <vault.enc> but no secret "
         "provider is configured; pass --secret-provider URI or set CACHECLOAK_SECRET_PROVIDER "
-        "(for example dir:///run/secrets or secretfile:///etc/cachecloak/secrets.yaml)",
+        "(for example dir:///run/secrets or secretfile:///etc/cachecloak/secrets.yaml)"),
     ]
 
 
@@ -88,8 +88,8 @@ def test_unresolvable_reference_in_secret_file(write_config, secret_file: Path) 
     uri = f"secretfile://{secret_file}"
     errors = config_errors(write_config(text), secret_provider=uri)
     assert errors == [
-        f"caches[0].redis.password: secret <vault.missing> not found by provider {uri}; "
-        f"add 'missing' under 'vault:' in {secret_file}"
+        (f"caches[0].redis.password: secret <vault.missing> not found by provider {uri}; "
+        f"add 'missing' under 'vault:' in {secret_file}")
     ]
     assert PASSWORD not in errors[0] and KEY_ENC not in errors[0]
 
@@ -99,8 +99,8 @@ def test_unresolvable_reference_in_directory(write_config, secret_dir: Path) -> 
     uri = f"dir://{secret_dir}"
     errors = config_errors(write_config(text), secret_provider=uri)
     assert errors == [
-        f"caches[0].redis.password: secret <other.pw> not found by provider {uri}; create the "
-        f"file {secret_dir}/other/pw or {secret_dir}/other.pw"
+        (f"caches[0].redis.password: secret <other.pw> not found by provider {uri}; create the "
+        f"file {secret_dir}/other/pw or {secret_dir}/other.pw")
     ]
 
 
@@ -109,8 +109,8 @@ def test_secret_with_bad_key_format_is_not_echoed(write_config, tmp_path: Path) 
     secrets.write_text("vault:\n  enc: not-a-key-SECRET\n  redis_password: x\n")
     errors = config_errors(write_config(WITH_REFS), secret_provider=f"secretfile://{secrets}")
     assert errors == [
-        "caches[0].encryption.keys.current: must be 64 hex characters (32 bytes); generate one "
-        'with "cachecloak keygen"'
+        ("caches[0].encryption.keys.current: must be 64 hex characters (32 bytes); generate one "
+        'with "cachecloak keygen"')
     ]
     assert "SECRET" not in "\n".join(errors)
 
@@ -132,11 +132,11 @@ def test_strings_that_only_look_like_references_stay_literal(write_config) -> No
 # --- provider URIs ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("uri", "message"), [
-    ("vault://secret/x", "--secret-provider: unknown secret provider scheme; use one of: "
-                         "secretfile://, dir://"),
+    ("vault://secret/x", ("--secret-provider: unknown secret provider scheme; use one of: "
+                         "secretfile://, dir://")),
     ("/run/secrets", "--secret-provider: must be a URI such as SCHEME:///absolute/path;"),
-    ("dir://run/secrets", "--secret-provider: dir:// needs an absolute path (three slashes, as "
-                          "in dir:///etc/cachecloak/...); relative paths are not accepted"),
+    ("dir://run/secrets", ("--secret-provider: dir:// needs an absolute path (three slashes, as "
+                          "in dir:///etc/cachecloak/...); relative paths are not accepted")),
     ("secretfile://secrets.yaml", "--secret-provider: secretfile:// needs an absolute path"),
 ])
 def test_bad_provider_uri(uri: str, message: str) -> None:
@@ -159,8 +159,8 @@ def test_missing_secret_file(tmp_path: Path) -> None:
 def test_missing_secret_directory(tmp_path: Path) -> None:
     path = tmp_path / "absent"
     assert config_errors(None, secret_provider=f"dir://{path}") == [
-        f"--secret-provider: secret directory {path} does not exist; create it or fix the path "
-        f"in dir://{path}"
+        (f"--secret-provider: secret directory {path} does not exist; create it or fix the path "
+        f"in dir://{path}")
     ]
 
 

@@ -382,8 +382,8 @@ def test_listener_address_is_required_and_checked(write_config) -> None:
     errors = config_errors(write_config("listeners:\n  - cache: local_default\n"
                                         "  - address: localhost\n"))
     assert errors == [
-        "listeners[0].address: required; set it to HOST:PORT, for example "
-        "address: 127.0.0.1:6379",
+        ("listeners[0].address: required; set it to HOST:PORT, for example "
+        "address: 127.0.0.1:6379"),
         'listeners[1].address: must be HOST:PORT; for example "127.0.0.1:6379" or "[::1]:6379"',
     ]
 
