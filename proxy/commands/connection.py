@@ -44,6 +44,19 @@ def served_names() -> list[str]:
     return sorted(names)
 
 
+def _parse_ll(arg: bytes) -> int | None:
+    """Redis's string2ll: a canonical signed 64-bit decimal ("0", or an optional '-' then
+    1-9 and digits), else None.  int() would also take "01", " 1", "+1", "1_0", "-0"."""
+    if not arg or len(arg) >= 21:
+        return None
+    digits = arg[1:] if arg[0] == 0x2D else arg
+    if arg == b"0" or (digits.isdigit() and digits.isascii() and digits[0] != 0x30):
+        value = int(arg)
+        if -(2**63) <= value < 2**63:
+            return value
+    return None
+
+
 def _valid_client_name(name: bytes) -> bool:
     # Redis: printable ASCII from '!' to '~' only.
     return all(33 <= b <= 126 for b in name)
@@ -52,6 +65,9 @@ def _valid_client_name(name: bytes) -> bool:
 # -- connection ------------------------------------------------------------------------
 
 def run_ping(client, command, args):
+    if len(args) > 2:
+        client.reply(arity_error("ping"))
+        return
     client.reply(writer.PONG if len(args) == 1 else writer.bulk(args[1]))
 
 
@@ -93,9 +109,8 @@ def run_auth(client, command, args):
 def run_hello(client, command, args):
     proto = client.proto
     if len(args) >= 2:
-        try:
-            proto = int(args[1])
-        except ValueError:
+        proto = _parse_ll(args[1])
+        if proto is None:
             client.reply(writer.error("ERR Protocol version is not an integer or out of range"))
             return
         if proto not in (2, 3):
@@ -140,10 +155,13 @@ def run_hello(client, command, args):
 
 
 def run_select(client, command, args):
-    try:
-        db = int(args[1])
-    except ValueError:
+    db = _parse_ll(args[1])
+    if db is None:
         client.reply(_NOT_INTEGER)
+        return
+    if not -2**31 <= db < 2**31:  # Redis reads the index as a C int
+        client.reply(writer.error(
+            "ERR value is out of range, value must between -2147483648 and 2147483647"))
         return
     if not 0 <= db < client.cache.databases:
         client.reply(writer.error("ERR DB index is out of range"))

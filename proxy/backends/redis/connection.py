@@ -268,10 +268,11 @@ class UpstreamConnection(asyncio.Protocol):
         self._reader.feed(data)
         self._last_progress = time.monotonic()
         waiters = self._waiters
+        reader = self._reader
         touched = set()
         try:
             while True:
-                reply = self._reader.gets()
+                reply = reader.gets()
                 if reply is False:
                     break
                 if not waiters:
@@ -280,6 +281,8 @@ class UpstreamConnection(asyncio.Protocol):
                 waiter.complete(reply)
                 if waiter.client is not None:
                     touched.add(waiter.client)
+                if self._waiters is not waiters:
+                    break  # the connection was abandoned (a failed handshake step)
         except hiredis.ProtocolError:
             self._broken("Redis sent an invalid reply")
         for client in touched:
@@ -312,7 +315,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._wbuf.clear()
         waiters, self._waiters = self._waiters, deque()
         touched = set()
-        for waiter in waiters:
+        while waiters:
+            waiter = waiters.popleft()
             waiter.fail(error_reply)
             if waiter.client is not None:
                 touched.add(waiter.client)
