@@ -57,6 +57,13 @@ def _parse_ll(arg: bytes) -> int | None:
     return None
 
 
+def _cstr(arg: bytes) -> bytes:
+    """The argument as Redis's C code sees it through `char *` (%s, strcasecmp): cut at
+    the first NUL byte."""
+    cut = arg.find(b"\0")
+    return arg if cut < 0 else arg[:cut]
+
+
 def _valid_client_name(name: bytes) -> bool:
     # Redis: printable ASCII from '!' to '~' only.
     return all(33 <= b <= 126 for b in name)
@@ -116,32 +123,29 @@ def run_hello(client, command, args):
         if proto not in (2, 3):
             client.reply(writer.error("NOPROTO unsupported protocol version"))
             return
-    auth = None
-    name = None
+    # Redis 7.0 acts on each option as it reads it: AUTH authenticates and SETNAME names
+    # the connection at once, so a later bad option fails after they took effect.
     i = 2
     while i < len(args):
-        option = args[i].upper()
+        option = _cstr(args[i]).upper()
         left = len(args) - i - 1
         if option == b"AUTH" and left >= 2:
-            auth = (args[i + 1], args[i + 2])
+            problem = _authenticate(client, args[i + 1], args[i + 2])
+            if problem is not None:
+                client.reply(problem)
+                return
             i += 3
         elif option == b"SETNAME" and left >= 1:
             name = args[i + 1]
+            if not _valid_client_name(name):
+                client.reply(_BAD_NAME)
+                return
+            client.name = name or None
             i += 2
         else:
             client.reply(writer.error(
-                f"ERR Syntax error in HELLO option '{args[i].decode('utf-8', 'replace')}'"))
+                b"ERR Syntax error in HELLO option '" + _cstr(args[i]) + b"'"))
             return
-    if auth is not None:
-        problem = _authenticate(client, auth[0], auth[1])
-        if problem is not None:
-            client.reply(problem)
-            return
-    if name is not None:
-        if not _valid_client_name(name):
-            client.reply(_BAD_NAME)
-            return
-        client.name = name
     client.proto = proto
     client.reply(writer.map_(proto, [
         (writer.bulk(b"server"), writer.bulk(b"redis")),

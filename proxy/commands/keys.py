@@ -17,7 +17,8 @@ _ONE = (1, 1, 1)
 
 
 def _flush_option_error(args: list[bytes]) -> bytes | None:
-    if len(args) == 2 and args[1].upper() in (b"ASYNC", b"SYNC"):
+    # Redis compares the option as a C string: b"sync\0x" is SYNC.
+    if len(args) == 2 and args[1].split(b"\0", 1)[0].upper() in (b"ASYNC", b"SYNC"):
         return None
     if len(args) == 1:
         return None

@@ -69,8 +69,11 @@ _SUBCOMMAND_REFUSALS = {
 }
 
 
-def _printable(name: bytes) -> str:
-    return name[:128].decode("utf-8", "replace").replace("\r", " ").replace("\n", " ")
+def _printable(name: bytes) -> bytes:
+    """A name as Redis's '%.128s' shows it: cut at the first NUL byte, then at 128 bytes;
+    CR and LF become spaces (writer.error does that).  The bytes stay as they were sent."""
+    cut = name.find(b"\0")
+    return (name if cut < 0 else name[:cut])[:128]
 
 
 def refusal(args: list[bytes]) -> bytes:
@@ -79,14 +82,14 @@ def refusal(args: list[bytes]) -> bytes:
     reason = REFUSALS.get(text)
     if reason is not None:
         return writer.error(f"ERR cachecloak does not serve '{text}': {reason}")
-    return writer.error(f"ERR unknown command '{_printable(args[0])}', "
-                        "with args beginning with: ")
+    return writer.error(b"ERR unknown command '" + _printable(args[0]) +
+                        b"', with args beginning with: ")
 
 
 def subcommand_refusal(container: str, sub: bytes) -> bytes:
     known, hint = _SUBCOMMAND_REFUSALS.get(container, (set(), ""))
-    text = _printable(sub).lower()
+    text = sub.lower().decode("utf-8", "replace")
     if text in known:
         return writer.error(f"ERR cachecloak does not serve '{container}|{text}': {hint}")
-    return writer.error(f"ERR unknown subcommand '{_printable(sub)}'. Try "
-                        f"{container.upper()} HELP.")
+    return writer.error(b"ERR unknown subcommand '" + _printable(sub) + b"'. Try " +
+                        container.upper().encode() + b" HELP.")

@@ -16,7 +16,9 @@ def run_set(client, command: Command, args: list[bytes]) -> None:
     wants_old = False
     if len(args) > 3:
         for option in args[3:]:
-            if option.upper() == b"GET":
+            # Redis compares options as C strings, so b"get\0x" is GET too: missing it
+            # would send the old envelope to the client as a status line.
+            if option[:3].upper() == b"GET" and (len(option) == 3 or option[3] == 0):
                 wants_old = True
                 break
     if wants_old:

@@ -23,7 +23,7 @@ _DOLLAR = 0x24
 class RequestReader:
     """Incremental request parser for one client connection."""
 
-    __slots__ = ("_reader", "_inline", "_pending", "max_request_bytes", "error")
+    __slots__ = ("_reader", "_inline", "_pending", "_line_ended", "max_request_bytes", "error")
 
     def __init__(self, max_request_bytes: int = limits.MAX_REQUEST_BYTES):
         self._reader = hiredis.Reader()
@@ -32,20 +32,23 @@ class RequestReader:
         # part of a chunk that completed the previous command, which only makes the limit
         # a little stricter; it never under-counts.
         self._pending = 0
+        self._line_ended = True  # did the last byte fed to hiredis end a line?
         self.max_request_bytes = max_request_bytes
         # Set when the stream turned out malformed; the commands before the bad bytes are
         # still returned (Redis runs them too), then the caller answers with this error.
         self.error: ClientProtocolError | None = None
 
     def _idle(self) -> bool:
-        """True when hiredis holds no partial command bytes.
+        """True when hiredis holds no partial command we could mistake for a boundary.
 
-        hiredis consumes headers eagerly, so a chunk that ends exactly after an array
-        element also reads as idle; the next chunk then starts with `$`, which we always
-        hand to hiredis.  Only a malformed continuation (neither `*` nor `$`) is misread
-        as inline, and then the partial command is dropped with a fresh reader.
+        hiredis consumes a reply's type byte before its line is complete, and an array
+        header as soon as it has it, so `has_data()` alone is not enough: we also need
+        the last byte fed to end a line.  A read that ends right after an array header
+        or element still looks idle; well-formed input then continues with `$`, which
+        always goes to hiredis.  Only a malformed continuation (neither `*` nor `$`) is
+        taken for inline, and the partial array is then dropped.
         """
-        return self._pending == 0 or not self._reader.has_data()
+        return self._line_ended and not self._reader.has_data()
 
     def feed(self, data: bytes) -> list[list[bytes]]:
         """Return every complete command in `data` (plus what was buffered before).
@@ -67,12 +70,13 @@ class RequestReader:
                                             and self._idle()):
                 data = self._feed_inline(data, commands)
                 continue
-            chunk_at_boundary = self._pending == 0
+            chunk_at_boundary = self._idle()
             if chunk_at_boundary and data[0] == _STAR:
                 self._check_array_header(data)
             reader = self._reader
             reader.feed(data)
             self._pending += len(data)
+            self._line_ended = data[-1] == 0x0A
             chunk, data = data, b""
             first_of_chunk = len(commands)
             while True:
@@ -121,6 +125,7 @@ class RequestReader:
             return None
         self._reader = hiredis.Reader()
         self._pending = 0
+        self._line_ended = True
         return chunk[offset:]
 
     def _check_array_header(self, data: bytes) -> None:
@@ -135,10 +140,11 @@ class RequestReader:
             raise ClientProtocolError("Protocol error: invalid multibulk length")
 
     def _feed_inline(self, data: bytes, commands: list[list[bytes]]) -> bytes:
-        if self._inline is None and self._pending:
-            # A malformed continuation of a RESP array: drop the partial command.
+        if self._inline is None:
+            # Coming from RESP: hiredis may hold a partial array (see _idle); drop it.
             self._reader = hiredis.Reader()
             self._pending = 0
+            self._line_ended = True
         buf = data if self._inline is None else self._inline + data
         newline = buf.find(b"\n")
         if newline < 0:
