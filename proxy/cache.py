@@ -89,7 +89,8 @@ class Cache:
     def _count_failure(self, reason: str) -> None:
         self.decrypt_failures[reason] = self.decrypt_failures.get(reason, 0) + 1
         now = time.monotonic()
-        if now - self._last_decrypt_log.get(reason, -_DECRYPT_LOG_INTERVAL) >= _DECRYPT_LOG_INTERVAL:
+        last = self._last_decrypt_log.get(reason, -_DECRYPT_LOG_INTERVAL)
+        if now - last >= _DECRYPT_LOG_INTERVAL:
             self._last_decrypt_log[reason] = now
             log.warning("cache %s: a stored value failed to decrypt (%s); %d such failures so "
                         "far. Values changed in Redis or written under a key that is no longer "

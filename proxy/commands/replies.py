@@ -47,7 +47,7 @@ def values(client, ctx, reply) -> bytes:
     cache, db, null = client.cache, client.db, NULL_BULK[client.proto]
     out = [b"*%d\r\n" % len(reply)]
     try:
-        for stored_key, blob in zip(ctx, reply):
+        for stored_key, blob in zip(ctx, reply, strict=False):
             if blob is None:
                 out.append(null)
                 continue

@@ -95,10 +95,12 @@ class RequestReader:
                 if command is None:  # `*-1\r\n`: Redis ignores a null array
                     continue
                 if type(command) is not list:
-                    raise ClientProtocolError("Protocol error: expected '*', got a non-array request")
+                    raise ClientProtocolError(
+                        "Protocol error: expected '*', got a non-array request")
                 for arg in command:
                     if type(arg) is not bytes:
-                        raise ClientProtocolError("Protocol error: expected '$' before each argument")
+                        raise ClientProtocolError(
+                            "Protocol error: expected '$' before each argument")
                 if command:
                     commands.append(command)
             if self._pending > self.max_request_bytes:

@@ -20,6 +20,7 @@ import itertools
 import logging
 import socket
 import time
+import traceback
 from collections import deque
 
 from hiredis import ReplyError
@@ -186,7 +187,9 @@ class ClientConnection(asyncio.Protocol):
         try:
             dispatch(self, args)
         except Exception as exc:  # noqa: BLE001 - one bad command must not drop the client
-            log.exception("internal error while handling a command (%s)", type(exc).__name__)
+            # Type and place only: an exception's message may quote a key or a value.
+            log.error("internal error while handling a command: %s at %s",
+                      type(exc).__name__, _where(exc))
             self.reply(writer.error(
                 f"ERR cachecloak internal error ({type(exc).__name__}); the command was not run"))
 
@@ -245,6 +248,11 @@ class ClientConnection(asyncio.Protocol):
         elif not should_pause and self._paused and len(self._slots) < MAX_INFLIGHT // 2:
             self._paused = False
             self.transport.resume_reading()
+
+
+def _where(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    return " <- ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in frames[::-1][:4])
 
 
 def _address(name) -> str:

@@ -115,10 +115,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     def submit(self, args: list[bytes], waiter: Waiter) -> None:
         state = self.state
-        if state is not READY:
-            if state is DOWN and not self._start_connect():
-                waiter.fail(self._unavailable_reply())
-                return
+        if state is DOWN and not self._start_connect():
+            waiter.fail(self._unavailable_reply())
+            return
         if not self._waiters:
             self._last_progress = time.monotonic()
         self._wbuf.append(hiredis.pack_command(tuple(args)))
@@ -184,7 +183,7 @@ class UpstreamConnection(asyncio.Protocol):
             await asyncio.wait_for(
                 self.loop.create_connection(lambda: self, s.host, s.port),
                 timeout=s.connect_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._connect_failed(f"connect timed out after {s.connect_timeout:g}s")
         except OSError as exc:
             self._connect_failed(exc.strerror or type(exc).__name__)
