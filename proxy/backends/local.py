@@ -303,25 +303,36 @@ class LocalStore:
             if self._lru:
                 data.move_to_end(key)
         else:
+            if self._heap:
+                # Active expiry rides on key creation: each new key reclaims up to a
+                # budget of expired ones, so dead keys cannot outgrow live ones, while
+                # reads and overwrites never pay for it.
+                self._sweep(_SWEEP_BUDGET)
             if self._max is not None and len(data) >= self._max:
                 self._make_room()
-            elif self._heap:
-                # Active expiry rides on key creation: each new key reclaims up to a
-                # budget of expired ones, so dead keys cannot outgrow live ones, and
-                # reads (and stores without TTLs) never pay for it.
-                self._sweep(_SWEEP_BUDGET)
             data[key] = value
         if not keepttl and self._expires:
             self._expires.pop(key, None)
 
     def _make_room(self) -> None:
-        """Evict until one more key fits: expired keys first, then least recently used."""
-        self._sweep(None)
+        """Evict until one more key fits: expired keys first, then least recently used.
+
+        Expired keys are reclaimed one at a time, only as many as needed, so a full
+        store with a large backlog of expired keys does not stall one write.
+        """
         data = self._data
         expires = self._expires
+        heap = self._heap
+        now = self._now()
         while len(data) >= self._max:  # type: ignore[operator]
-            key, _ = data.popitem(last=False)
-            expires.pop(key, None)
+            if heap and heap[0][0] < now:
+                when, key = heapq.heappop(heap)
+                if expires.get(key) == when:
+                    del data[key]
+                    del expires[key]
+            else:
+                key, _ = data.popitem(last=False)
+                expires.pop(key, None)
 
     def _set_expire(self, key: bytes, when: int) -> None:
         expires = self._expires

@@ -13,13 +13,12 @@ injected-clock tests at the end of this file.
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from dataclasses import dataclass
 
 import hiredis
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from proxy.backends.local import LocalStore
@@ -108,10 +107,6 @@ def raw(redis_server):
 def pair(raw) -> Pair:
     raw.call("FLUSHALL")
     return Pair(raw, LocalStore())
-
-
-def now_s() -> int:
-    return int(time.time())
 
 
 FUTURE_S = 4_000_000_000          # year 2096
@@ -467,6 +462,13 @@ def test_tolerant_comparison_still_catches_ttl_mismatches(pair: Pair) -> None:
 
 
 # ------------------------------------------------------------------ property test
+#
+# Programs are built by plain Python from a seeded Random that Hypothesis supplies (so a
+# failure replays, and the failing program is printed by note()).  Explicit weights
+# keep the mix realistic: mostly well-formed commands with a steady minority of
+# malformed ones.  Hypothesis's own strategies, and its shrinkable Random, bias
+# heavily toward boundary choices, which here meant mostly syntax errors and too few
+# successful SET NX / XX / GET paths.
 
 KEYS = ["a", "b", "c", "h"]        # "h" starts as a hash on both sides
 VALUES = ["v", "", "12", "xyz"]
@@ -476,9 +478,9 @@ VALUES = ["v", "", "12", "xyz"]
 class Rel:
     """A relative expiry resolved per step so that no two steps ever tie.
 
-    Each step i resolves to (100_000 + 10_000 * i) seconds (or milliseconds): far in
-    the future, and any two steps differ by at least 10 s (or 10 s worth of ms), so
-    GT/LT outcomes cannot depend on the microseconds between the two servers.
+    Step i resolves to (100_000 + 10_000 * i) seconds (or milliseconds): far in the
+    future, and any two steps differ by at least 10 s worth of the unit, so GT/LT
+    outcomes cannot depend on the microseconds between the two servers.
     """
 
     millis: bool
@@ -499,74 +501,150 @@ DETERMINISTIC_NUMBERS = [
     "-9223372036854775", "-9223372036854776", "9223372036854775808",
 ]
 
-keys = st.sampled_from(KEYS)
-values = st.sampled_from(VALUES)
-numbers = st.one_of(st.builds(Rel, st.booleans()), st.sampled_from(DETERMINISTIC_NUMBERS))
 
-set_flag = st.sampled_from(["NX", "XX", "GET", "KEEPTTL", "nx", "get", "PERSIST", "FOO"])
-set_expiry = st.tuples(st.sampled_from(["EX", "PX", "EXAT", "PXAT", "ex", "pxat"]), numbers)
-set_options = st.lists(st.one_of(set_flag, set_expiry), max_size=3).flatmap(
-    lambda opts: st.sampled_from([opts, [*opts, "EX"]]))
-getex_flag = st.sampled_from(["PERSIST", "persist", "NX", "KEEPTTL"])
-getex_options = st.lists(st.one_of(getex_flag, set_expiry), max_size=2)
-expire_flags = st.lists(st.sampled_from(["NX", "XX", "GT", "LT", "gt", "BAD"]), max_size=2)
+FUTURE_NUMBERS = [str(FUTURE_S), str(FUTURE_S + 1), str(FUTURE_MS), str(FUTURE_MS + 500)]
 
 
-def _flatten(items) -> list:
+def _number(rnd) -> Rel | str:
+    roll = rnd.random()
+    if roll < 0.45:
+        return Rel(rnd.random() < 0.5)
+    if roll < 0.65:
+        # Fixed absolute deadlines recur often, so GT/LT meet exact ties.
+        return rnd.choice(FUTURE_NUMBERS)
+    return rnd.choice(DETERMINISTIC_NUMBERS)
+
+
+def _expiry_option(rnd) -> list:
+    return [rnd.choice(["EX", "PX", "EXAT", "PXAT", "ex", "pxat"]), _number(rnd)]
+
+
+def _set_options(rnd) -> list:
     out: list = []
-    for item in items:
-        if isinstance(item, tuple):
-            out.extend(item)
+    for _ in range(rnd.choices([0, 1, 2, 3], [3, 4, 2, 1])[0]):
+        roll = rnd.random()
+        if roll < 0.6:
+            out.append(rnd.choice(["NX", "XX", "GET", "KEEPTTL", "nx", "xx", "get"]))
+        elif roll < 0.95:
+            out += _expiry_option(rnd)
         else:
-            out.append(item)
+            out.append(rnd.choice(["PERSIST", "FOO"]))
+    if rnd.random() < 0.05:
+        out.append("EX")  # an option missing its value
     return out
 
 
-commands = st.one_of(
-    st.tuples(st.just("GET"), keys).map(list),
-    st.builds(lambda k, v, o: ["SET", k, v, *_flatten(o)], keys, values, set_options),
-    st.tuples(st.just("SETNX"), keys, values).map(list),
-    st.tuples(st.sampled_from(["SETEX", "PSETEX"]), keys, numbers, values).map(list),
-    st.tuples(st.just("GETSET"), keys, values).map(list),
-    st.tuples(st.just("GETDEL"), keys).map(list),
-    st.builds(lambda k, o: ["GETEX", k, *_flatten(o)], keys, getex_options),
-    st.builds(lambda ks: ["MGET", *ks], st.lists(keys, min_size=1, max_size=4)),
-    st.builds(lambda kv, odd: [st_name(odd), *_flatten(kv), *(["a"] if odd else [])],
-              st.lists(st.tuples(keys, values), min_size=1, max_size=3), st.integers(0, 3)),
-    st.tuples(st.just("STRLEN"), keys).map(list),
-    st.builds(lambda c, ks: [c, *ks], st.sampled_from(["DEL", "UNLINK", "EXISTS", "TOUCH"]),
-              st.lists(keys, min_size=1, max_size=3)),
-    st.tuples(st.just("TYPE"), keys).map(list),
-    st.builds(lambda c, k, n, f: [c, k, n, *f],
-              st.sampled_from(["EXPIRE", "PEXPIRE", "EXPIREAT", "PEXPIREAT"]), keys, numbers,
-              expire_flags),
-    st.tuples(st.sampled_from(["PERSIST", "TTL", "PTTL", "EXPIRETIME", "PEXPIRETIME"]),
-              keys).map(list),
-    st.just(["DBSIZE"]),
-    st.sampled_from([["FLUSHDB"], ["FLUSHALL", "ASYNC"], ["FLUSHALL", "BAD"], ["FOO", "a"],
-                     ["GET"], ["SET", "a"], ["TTL", "a", "b"], ["MSET", "a"],
-                     ["EXPIRE", "a"], ["DBSIZE", "a"]]),
-)
+def _getex_options(rnd) -> list:
+    out: list = []
+    for _ in range(rnd.choices([0, 1, 2], [3, 5, 1])[0]):
+        roll = rnd.random()
+        if roll < 0.7:
+            out += _expiry_option(rnd)
+        elif roll < 0.95:
+            out.append(rnd.choice(["PERSIST", "persist"]))
+        else:
+            out.append(rnd.choice(["NX", "KEEPTTL", "EX"]))
+    return out
 
 
-def st_name(odd: int) -> str:
-    # 1 in 4 MSET/MSETNX calls gets an odd argument count (an arity error).
-    return "MSETNX" if odd % 2 else "MSET"
+def _random_command(rnd) -> list:
+    key = rnd.choice(KEYS)
+    value = rnd.choice(VALUES)
+    kind = rnd.choices(
+        ["set", "expire", "getex", "get", "setnx", "setex", "getset", "getdel", "strlen",
+         "type", "mget", "mset", "keys", "persist", "ttl", "dbsize", "flush", "bad"],
+        [20, 12, 8, 6, 3, 4, 3, 3, 2, 3, 3, 5, 6, 3, 8, 2, 1, 2])[0]
+    if kind == "set":
+        return ["SET", key, value, *_set_options(rnd)]
+    if kind == "expire":
+        flags = [rnd.choice(["NX", "XX", "GT", "LT", "gt", "lt"])
+                 for _ in range(rnd.choices([0, 1, 2], [4, 4, 1])[0])]
+        if rnd.random() < 0.05:
+            flags.append("BAD")
+        name = rnd.choice(["EXPIRE", "PEXPIRE", "EXPIREAT", "PEXPIREAT"])
+        return [name, key, _number(rnd), *flags]
+    if kind == "getex":
+        return ["GETEX", key, *_getex_options(rnd)]
+    if kind in ("get", "getdel", "strlen", "type"):
+        return [kind.upper(), key]
+    if kind == "setnx":
+        return ["SETNX", key, value]
+    if kind == "setex":
+        return [rnd.choice(["SETEX", "PSETEX"]), key, _number(rnd), value]
+    if kind == "getset":
+        return ["GETSET", key, value]
+    if kind == "mget":
+        return ["MGET", *rnd.choices(KEYS, k=rnd.randint(1, 4))]
+    if kind == "mset":
+        pairs = [x for _ in range(rnd.randint(1, 3)) for x in (rnd.choice(KEYS),
+                                                               rnd.choice(VALUES))]
+        if rnd.random() < 0.1:
+            pairs.append("a")  # odd argument count
+        return [rnd.choice(["MSET", "MSETNX"]), *pairs]
+    if kind == "keys":
+        return [rnd.choice(["DEL", "UNLINK", "EXISTS", "TOUCH"]),
+                *rnd.choices(KEYS, k=rnd.randint(1, 3))]
+    if kind == "persist":
+        return ["PERSIST", key]
+    if kind == "ttl":
+        return [rnd.choice(["TTL", "PTTL", "EXPIRETIME", "PEXPIRETIME"]), key]
+    if kind == "dbsize":
+        return ["DBSIZE"]
+    if kind == "flush":
+        return rnd.choice([["FLUSHDB"], ["FLUSHALL", "ASYNC"], ["FLUSHALL", "BAD"]])
+    return rnd.choice([["FOO", key], ["GET"], ["SET", key], ["TTL", key, key],
+                       ["EXPIRE", key], ["DBSIZE", key], ["GETEX"]])
+
+
+def random_program(rnd) -> list[list]:
+    return [_random_command(rnd) for _ in range(rnd.randint(3, 30))]
+
+
+RELATIVE_COMMANDS = {"EXPIRE", "PEXPIRE", "SETEX", "PSETEX"}
+RELATIVE_OPTIONS = {"EX", "PX"}
+
+
+def _spread(arg: str, step: int) -> str:
+    """Make a literal used as a *relative* expiry distinct per step.
+
+    Two steps that both send "EXPIRE a 4000000000" get deadlines now_i + d and
+    now_j + d, so a GT/LT between them would depend on whether the clock ticked in
+    between.  Moving each positive literal by 10_000 units per step removes the tie
+    without changing which path it takes (huge values move down, so values that
+    overflow still overflow and non-integers stay non-integers).
+    """
+    if not arg.isdigit() or arg.startswith("0"):
+        return arg
+    value = int(arg)
+    if value > LLONG_MAX:
+        return arg
+    return str(value + 10_000 * step if value < 10**15 else value - 10_000 * step)
 
 
 def _resolve(cmd: list, step: int) -> list[bytes]:
-    return [a.resolve(step) if isinstance(a, Rel) else b(a) for a in cmd]
+    out = []
+    for i, arg in enumerate(cmd):
+        if isinstance(arg, Rel):
+            out.append(arg.resolve(step))
+            continue
+        name = str(cmd[0]).upper()
+        relative = ((i == 2 and name in RELATIVE_COMMANDS)
+                    or (i >= 3 and name in ("SET", "GETEX") and isinstance(cmd[i - 1], str)
+                        and cmd[i - 1].upper() in RELATIVE_OPTIONS))
+        out.append(b(_spread(arg, step) if relative and isinstance(arg, str) else arg))
+    return out
 
 
 @settings(max_examples=200, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(program=st.lists(commands, min_size=1, max_size=25))
-def test_random_programs_match_redis(raw, program) -> None:
+@given(rnd=st.randoms(use_true_random=True))
+def test_random_programs_match_redis(raw, rnd) -> None:
+    program = [_resolve(cmd, step) for step, cmd in enumerate(random_program(rnd))]
+    note(f"program: {program!r}")
     raw.call("FLUSHALL")
     pair = Pair(raw, LocalStore())
     pair.seed_hash("h")
-    for step, cmd in enumerate(program):
-        args = _resolve(cmd, step)
+    for args in program:
         if args == [b"DBSIZE"]:
             # Redis counts expired keys it has not reclaimed yet; touching every key
             # first makes it reclaim them, so both sides count live keys.
@@ -579,3 +657,298 @@ def test_random_programs_match_redis(raw, program) -> None:
         pair.check(["PTTL", key])
     pair.check(["EXISTS", *KEYS])
     pair.check(["DBSIZE"])
+
+
+# ------------------------------------------------------- injected clock, LRU, prefixes
+# These do not need Redis: time is controlled, so replies are checked exactly.
+
+T0_MS = 1_700_000_000_000
+
+
+class FakeClock:
+    """Seconds since the epoch, moved only by the test."""
+
+    def __init__(self, ms: int = T0_MS) -> None:
+        self.ms = ms
+
+    def __call__(self) -> float:
+        return self.ms / 1000
+
+    def advance(self, ms: int) -> None:
+        self.ms += ms
+
+
+def run(store: LocalStore, *args) -> object:
+    return store.execute([b(a) for a in args])
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(clock: FakeClock) -> LocalStore:
+    return LocalStore(clock=clock)
+
+
+def test_key_lives_through_its_deadline_millisecond(store: LocalStore, clock: FakeClock) -> None:
+    assert run(store, "SET", "a", "v", "PX", 1000) == b"OK"
+    assert run(store, "PEXPIRETIME", "a") == T0_MS + 1000
+    clock.advance(1000)  # now == deadline: Redis expires only once now > deadline
+    assert run(store, "GET", "a") == b"v"
+    assert run(store, "STRLEN", "a") == 1
+    assert run(store, "GETEX", "a") == b"v"
+    assert run(store, "PTTL", "a") == 0
+    assert run(store, "TTL", "a") == 0
+    clock.advance(1)
+    assert run(store, "GET", "a") is None
+    assert run(store, "TTL", "a") == -2
+    assert run(store, "EXISTS", "a") == 0
+    assert len(store) == 0
+
+
+def test_ttl_rounds_half_up_to_seconds(store: LocalStore, clock: FakeClock) -> None:
+    run(store, "SET", "a", "v")
+    for ms, ttl in ((1499, 1), (1500, 2), (499, 0), (500, 1), (1, 0), (10_000, 10)):
+        assert run(store, "PEXPIREAT", "a", T0_MS + ms) == 1
+        assert run(store, "PTTL", "a") == ms
+        assert run(store, "TTL", "a") == ttl
+    assert run(store, "PEXPIREAT", "a", T0_MS + 2_499) == 1
+    assert run(store, "EXPIRETIME", "a") == (T0_MS + 2_499 + 500) // 1000
+    assert run(store, "PEXPIREAT", "a", T0_MS + 2_500) == 1
+    assert run(store, "EXPIRETIME", "a") == (T0_MS + 2_500 + 500) // 1000
+
+
+def test_relative_expiry_counts_down_with_the_clock(store: LocalStore,
+                                                    clock: FakeClock) -> None:
+    run(store, "SET", "a", "v")
+    assert run(store, "EXPIRE", "a", 10) == 1
+    assert run(store, "PTTL", "a") == 10_000
+    clock.advance(2_500)
+    assert run(store, "PTTL", "a") == 7_500
+    assert run(store, "TTL", "a") == 8
+    assert run(store, "GETEX", "a", "PX", 100) == b"v"
+    assert run(store, "PEXPIRETIME", "a") == T0_MS + 2_600
+    assert run(store, "SETEX", "b", 5, "w") == b"OK"
+    assert run(store, "PEXPIRETIME", "b") == T0_MS + 7_500
+    assert run(store, "PSETEX", "c", 5, "w") == b"OK"
+    assert run(store, "PEXPIRETIME", "c") == T0_MS + 2_505
+    clock.advance(101)
+    assert run(store, "MGET", "a", "b", "c") == [None, b"w", None]
+
+
+def test_deadline_equal_to_now(store: LocalStore, clock: FakeClock) -> None:
+    # EXPIRE*/GETEX treat a deadline of "now" as already passed (checkAlreadyExpired),
+    # while a key stored with that deadline stays readable until the clock moves.
+    for cmd in (["PEXPIREAT", "a", T0_MS], ["EXPIREAT", "a", T0_MS // 1000],
+                ["PEXPIRE", "a", 0], ["EXPIRE", "a", 0]):
+        run(store, "SET", "a", "v")
+        assert run(store, *cmd) == 1
+        assert run(store, "EXISTS", "a") == 0
+    run(store, "SET", "a", "v")
+    assert run(store, "GETEX", "a", "PXAT", T0_MS) == b"v"
+    assert run(store, "EXISTS", "a") == 0
+    run(store, "SET", "a", "v")
+    assert run(store, "PEXPIREAT", "a", T0_MS + 1) == 1
+    assert run(store, "EXISTS", "a") == 1
+    assert run(store, "SET", "b", "v", "PXAT", T0_MS) == b"OK"
+    assert run(store, "GET", "b") == b"v"
+    clock.advance(1)
+    assert run(store, "GET", "b") is None
+
+
+def test_every_command_treats_an_expired_key_as_missing(clock: FakeClock) -> None:
+    checks = [
+        (["GET", "k"], None), (["STRLEN", "k"], 0), (["GETEX", "k", "PERSIST"], None),
+        (["GETDEL", "k"], None), (["GETSET", "k", "new"], None), (["SET", "k", "n", "NX"], b"OK"),
+        (["SET", "k", "n", "XX"], None), (["SET", "k", "n", "GET"], None),
+        (["SETNX", "k", "n"], 1), (["MSETNX", "k", "n"], 1), (["EXPIRE", "k", 100], 0),
+        (["PERSIST", "k"], 0), (["TYPE", "k"], b"none"), (["TTL", "k"], -2),
+        (["PTTL", "k"], -2), (["EXPIRETIME", "k"], -2), (["DEL", "k"], 0),
+        (["UNLINK", "k"], 0), (["TOUCH", "k"], 0), (["EXISTS", "k"], 0),
+        (["MGET", "k"], [None]), (["DBSIZE"], 0),
+    ]
+    for args, expected in checks:
+        store = LocalStore(clock=clock)
+        assert run(store, "SET", "k", "old", "PX", 10) == b"OK"
+        clock.advance(11)
+        assert run(store, *args) == expected, args
+
+
+def test_expired_keys_are_reclaimed_without_being_read(store: LocalStore,
+                                                        clock: FakeClock) -> None:
+    for i in range(1000):
+        run(store, "SET", f"old{i}", "v", "PX", 1000 + i)
+    clock.advance(5000)
+    assert len(store._data) == 1000        # nothing touched them yet
+    run(store, "SET", "new0", "v")
+    # One key creation does a bounded amount of reclaiming, not all of it at once...
+    assert 1000 - 20 <= len(store._data) - 1 < 1000
+    for i in range(1, 60):
+        run(store, "SET", f"new{i}", "v")
+    # ...but steady writes reclaim everything that expired.
+    assert len(store._data) == 60
+    assert len(store._expires) == 0
+
+
+def test_len_dbsize_and_prefix_counts_see_only_live_keys(store: LocalStore,
+                                                         clock: FakeClock) -> None:
+    run(store, "MSET", "p:1", "v", "p:2", "v", "q:1", "v")
+    run(store, "PEXPIRE", "p:2", 10)
+    run(store, "PEXPIRE", "q:1", 20)
+    assert len(store) == 3
+    clock.advance(15)
+    assert len(store) == 2
+    assert run(store, "DBSIZE") == 2
+    assert store.count_prefix(b"p:") == 1
+    clock.advance(10)
+    assert run(store, "DBSIZE") == 1
+    assert store.count_prefix(b"q:") == 0
+
+
+def test_rewriting_ttls_does_not_grow_the_expiry_heap(store: LocalStore) -> None:
+    run(store, "SET", "a", "v")
+    for i in range(20_000):
+        run(store, "PEXPIRE", "a", 100_000 + i)
+    assert len(store._heap) <= 2 * len(store._expires) + 1024 + 1
+    assert run(store, "PTTL", "a") == 100_000 + 19_999
+
+
+def test_lru_evicts_least_recently_used(clock: FakeClock) -> None:
+    store = LocalStore(max_entries=3, clock=clock)
+    run(store, "MSET", "a", "1", "b", "2", "c", "3")
+    assert run(store, "GET", "a") == b"1"     # a is now the most recent
+    run(store, "SET", "d", "4")                # evicts b
+    assert run(store, "MGET", "a", "b", "c", "d") == [b"1", None, b"3", b"4"]
+    run(store, "SET", "c", "33")               # overwrite refreshes c; order a, d, c
+    run(store, "SET", "e", "5")                # evicts a
+    assert run(store, "EXISTS", "a", "c", "d", "e") == 3
+    assert len(store) == 3
+
+
+def test_lru_recency_follows_redis_touch_rules(clock: FakeClock) -> None:
+    # EXISTS, TYPE and the TTL family look without touching (LOOKUP_NOTOUCH in Redis);
+    # TOUCH, reads and writes make a key recent.
+    store = LocalStore(max_entries=3, clock=clock)
+    run(store, "MSET", "a", "1", "b", "2", "c", "3")
+    for args in (["EXISTS", "a"], ["TYPE", "a"], ["TTL", "a"], ["PTTL", "a"]):
+        run(store, *args)
+    run(store, "SET", "d", "4")
+    assert run(store, "EXISTS", "a") == 0
+    run(store, "TOUCH", "b")
+    run(store, "SET", "e", "5")                # evicts c, not b
+    assert run(store, "MGET", "b", "c", "d", "e") == [b"2", None, b"4", b"5"]
+    run(store, "EXPIRE", "b", 100)             # a write touches too
+    run(store, "SET", "f", "6")                # evicts d
+    assert run(store, "MGET", "b", "d", "e", "f") == [b"2", None, b"5", b"6"]
+
+
+def test_lru_reclaims_expired_keys_before_evicting_live_ones(clock: FakeClock) -> None:
+    store = LocalStore(max_entries=3, clock=clock)
+    run(store, "SET", "a", "1")
+    run(store, "SET", "b", "2", "PX", 10)
+    run(store, "SET", "c", "3")
+    clock.advance(11)
+    run(store, "SET", "d", "4")                # b was dead: a survives
+    assert run(store, "MGET", "a", "b", "c", "d") == [b"1", None, b"3", b"4"]
+
+
+def test_lru_prefers_expired_keys_even_behind_stale_ttl_entries(clock: FakeClock) -> None:
+    # b's TTL is rewritten many times, so the first expiry records examined are stale;
+    # making room must still find b rather than evict the live, older a.
+    store = LocalStore(max_entries=3, clock=clock)
+    run(store, "SET", "a", "1")
+    run(store, "SET", "b", "2")
+    for ms in range(5, 40):
+        run(store, "PEXPIRE", "b", ms)
+    run(store, "SET", "c", "3")
+    clock.advance(40)
+    run(store, "SET", "d", "4")
+    assert run(store, "MGET", "a", "b", "c", "d") == [b"1", None, b"3", b"4"]
+
+
+def test_lru_bound_holds_for_multi_key_writes_and_drops_evicted_ttls(clock: FakeClock) -> None:
+    store = LocalStore(max_entries=3, clock=clock)
+    run(store, "SET", "a", "1", "EX", 100)
+    run(store, "MSET", "b", "2", "c", "3", "d", "4", "e", "5")
+    assert len(store) == 3
+    assert run(store, "MGET", "c", "d", "e") == [b"3", b"4", b"5"]
+    run(store, "SET", "a", "again", "KEEPTTL")  # a was evicted together with its TTL
+    assert run(store, "TTL", "a") == -1
+    assert run(store, "SET", "a", "x") == b"OK"  # overwriting at capacity evicts nothing
+    assert run(store, "EXISTS", "a", "d", "e") == 3
+
+
+def test_already_expired_write_does_not_evict(clock: FakeClock) -> None:
+    store = LocalStore(max_entries=2, clock=clock)
+    run(store, "MSET", "a", "1", "b", "2")
+    assert run(store, "SET", "c", "3", "PXAT", T0_MS - 1) == b"OK"
+    assert run(store, "GETEX", "b", "PXAT", T0_MS - 1) == b"2"
+    assert run(store, "MGET", "a", "b", "c") == [b"1", None, None]
+
+
+def test_max_entries_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        LocalStore(max_entries=0)
+    assert len(LocalStore(max_entries=1)) == 0
+
+
+def test_prefix_operations(store: LocalStore, clock: FakeClock) -> None:
+    run(store, "MSET", "user:1", "a", "user:2", "b", "users", "c", "order:1", "d")
+    run(store, "SET", "user:3", "e", "PX", 5)
+    assert store.count_prefix(b"user:") == 3
+    assert store.count_prefix(b"user") == 4
+    assert store.count_prefix(b"") == 5
+    assert store.count_prefix(b"nope") == 0
+    clock.advance(6)
+    assert store.count_prefix(b"user:") == 2
+    assert store.delete_prefix(b"user:") == 2
+    assert run(store, "EXISTS", "user:1", "user:2", "user:3") == 0
+    assert run(store, "MGET", "users", "order:1") == [b"c", b"d"]
+    assert store.delete_prefix(b"user:") == 0
+    assert store.delete_prefix(b"") == 2
+    assert len(store) == 0
+    run(store, "MSET", "x:1", "a", "x:2", "b")
+    run(store, "PEXPIRE", "x:2", 5)
+    clock.advance(6)
+    assert store.delete_prefix(b"x:") == 1     # the expired key does not count
+
+
+def test_flush_clears_ttls_too(store: LocalStore, clock: FakeClock) -> None:
+    run(store, "SET", "a", "v", "PX", 10)
+    assert run(store, "FLUSHALL") == b"OK"
+    assert not store._heap                     # no stale expiry bookkeeping left behind
+    run(store, "SET", "a", "v")
+    clock.advance(20)
+    assert run(store, "GET", "a") == b"v"
+
+
+def _is_reply(value) -> bool:
+    if isinstance(value, list):
+        return all(_is_reply(v) for v in value)
+    return value is None or type(value) in (bytes, int, hiredis.ReplyError)
+
+
+NAMES = [n.encode() for n in ARITY] + [n.lower().encode() for n in ARITY] + [b"NOPE", b""]
+TOKENS = [b"NX", b"XX", b"GT", b"LT", b"EX", b"PX", b"EXAT", b"PXAT", b"KEEPTTL", b"GET",
+          b"PERSIST", b"SYNC", b"ASYNC", b"0", b"-1", b"10", b"9223372036854775807",
+          b"-9223372036854775808", b"k", b"\x00", b"\xff"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(NAMES),
+       rest=st.lists(st.one_of(st.sampled_from(TOKENS), st.binary(max_size=8)), max_size=6),
+       max_entries=st.sampled_from([None, 1, 2]))
+def test_execute_never_raises(name: bytes, rest: list[bytes], max_entries) -> None:
+    store = LocalStore(max_entries=max_entries)
+    store.execute([b"SET", b"k", b"v", b"EX", b"100"])
+    store._store(b"h", {b"f": b"v"})
+    reply = store.execute([name, *rest])
+    assert _is_reply(reply)
+    assert _is_reply(store.execute([name, b"k", *rest]))
+
+
+def test_empty_command_is_an_error_reply() -> None:
+    reply = LocalStore().execute([])
+    assert isinstance(reply, hiredis.ReplyError)
