@@ -1,6 +1,8 @@
 """Reply decoders: turn a backend reply (as hiredis parses RESP2) into client bytes.
 
-A decoder is `decode(client, ctx, reply) -> bytes`; `ctx` is what the transformer kept
+A decoder is `decode(client, ctx, reply) -> bytes`.  `client` is the command's slot: its
+`cache`, and the `db` and `proto` the client had when the command was dispatched (a later
+pipelined SELECT or HELLO must not change them).  `ctx` is what the transformer kept
 for it (the stored name of the key whose value the reply holds, for example).  Error
 replies never reach a decoder: the waiter passes them through first.  Decoders open
 envelopes through the client's cache and never return a stored value that does not

@@ -40,22 +40,31 @@ _ids = itertools.count(1)
 
 
 class Slot:
-    """A reply position.  Doubles as the backend's waiter for forwarded commands."""
+    """A reply position.  Doubles as the backend's waiter for forwarded commands.
 
-    __slots__ = ("client", "decode", "ctx", "data")
+    It keeps the client's logical db and protocol as they were when the command was
+    dispatched, and is what decoders get as their `client`: a pipelined SELECT or HELLO
+    after the command must not change how its reply is opened or encoded.
+    """
+
+    __slots__ = ("client", "decode", "ctx", "data", "cache", "db", "proto")
 
     def __init__(self, client, decode, ctx):
         self.client = client
         self.decode = decode
         self.ctx = ctx
         self.data: bytes | None = None
+        if client is not None:
+            self.cache = client.cache
+            self.db = client.db
+            self.proto = client.proto
 
     def complete(self, reply) -> None:
         if type(reply) is ReplyError:
             self.data = writer.error(str(reply))
             return
         try:
-            self.data = self.decode(self.client, self.ctx, reply)
+            self.data = self.decode(self, self.ctx, reply)
         except Exception as exc:  # noqa: BLE001 - a bad reply must not kill the loop
             log.error("could not decode a reply (%s)", type(exc).__name__)
             self.data = writer.error("ERR cachecloak could not decode Redis's reply")
