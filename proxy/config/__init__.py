@@ -20,6 +20,7 @@ from proxy.config.schema import (
     ListenerConfig,
     LocalConfig,
     RedisConfig,
+    TLSProfile,
 )
 from proxy.config.secrets import SecretProvider, make_secret_provider
 
@@ -33,6 +34,7 @@ __all__ = [
     "LocalConfig",
     "RedisConfig",
     "SecretProvider",
+    "TLSProfile",
     "load_config",
     "make_secret_provider",
 ]

@@ -41,6 +41,7 @@ from proxy.config.schema import (
     DEFAULT_DATABASES,
     DEFAULT_LISTEN_ADDRESS,
     LOCAL_DEFAULT,
+    SYSTEM_TLS,
     CacheConfig,
     Config,
     ConfigError,
@@ -52,7 +53,10 @@ from proxy.config.schema import (
     RawHashing,
     RawKeys,
     RawListener,
+    RawRedis,
+    RawTLSProfile,
     RedisConfig,
+    TLSProfile,
     local_default_cache,
     parse_host_port,
 )
@@ -473,7 +477,64 @@ def _key_section(
     return True, current, old
 
 
-def _build_cache(raw: RawCache, at: Loc, errors: _Errors) -> CacheConfig:
+def _redis_tls(r: RawRedis, profiles: dict[str, TLSProfile], at: Loc,
+               errors: _Errors) -> TLSProfile | None:
+    if r.disable_tls:
+        if r.tls is not None:
+            errors.add((*at, "tls"), "conflicts with disableTLS: true; remove tls or "
+                                     "disableTLS")
+        return None
+    if r.tls is None:
+        return SYSTEM_TLS
+    profile = profiles.get(r.tls)
+    if profile is None:
+        defined = ", ".join(profiles) or "none are defined"
+        errors.add((*at, "tls"), f'profile "{r.tls}" is not defined under tls:; define it '
+                                 f"there or use one of: {defined}")
+    return profile
+
+
+def _build_tls_profiles(tree: dict[Any, Any], errors: _Errors) -> dict[str, TLSProfile]:
+    raw_map = tree.get("tls")
+    if not isinstance(raw_map, dict):
+        return {}
+    profiles: dict[str, TLSProfile] = {}
+    for name, item in raw_map.items():
+        at: Loc = ("tls", str(name))
+        if not isinstance(name, str) or not _CACHE_NAME_RE.fullmatch(name):
+            errors.add(at, "profile names use letters, digits, '_', '.' and '-'; rename it")
+            continue
+        raw = _validate(RawTLSProfile, item if item is not None else {}, at, errors)
+        if raw is None:
+            continue
+        for attr, label in (("ca_file", "caFile"), ("cert_file", "certFile"),
+                            ("key_file", "keyFile")):
+            path = getattr(raw, attr)
+            if path is None:
+                continue
+            if not os.path.isabs(path):
+                errors.add((*at, label), "must be an absolute path; write the full path")
+            elif not os.path.isfile(path):
+                errors.add((*at, label), f"file {path} does not exist; check the path")
+            elif not os.access(path, os.R_OK):
+                errors.add((*at, label), f"file {path} is not readable by this process; "
+                                         "check its permissions")
+        if (raw.cert_file is None) != (raw.key_file is None):
+            missing = "keyFile" if raw.key_file is None else "certFile"
+            errors.add((*at, missing), "required with "
+                       f"{'certFile' if missing == 'keyFile' else 'keyFile'} (a client "
+                       "certificate needs its private key); set both or neither")
+        if raw.max_version is not None and raw.max_version < raw.min_version:
+            errors.add((*at, "maxVersion"), "is lower than minVersion; raise maxVersion or "
+                                            "lower minVersion")
+        profiles[name] = TLSProfile(name=name, ca_file=raw.ca_file, cert_file=raw.cert_file,
+                                    key_file=raw.key_file, min_version=raw.min_version,
+                                    max_version=raw.max_version, server_name=raw.server_name)
+    return profiles
+
+
+def _build_cache(raw: RawCache, at: Loc, errors: _Errors,
+                 profiles: dict[str, TLSProfile]) -> CacheConfig:
     redis_cfg: RedisConfig | None = None
     local_cfg: LocalConfig | None = None
     if raw.type == "redis":
@@ -485,12 +546,27 @@ def _build_cache(raw: RawCache, at: Loc, errors: _Errors) -> CacheConfig:
                                        'addresses: ["HOST:PORT"] and disableTLS: true')
         else:
             r = raw.redis
-            if not r.disable_tls:
-                errors.add(
-                    (*at, "redis", "disableTLS"),
-                    "TLS to Redis arrives in a later release; set disableTLS: true to use "
-                    "plain TCP on a trusted network",
-                )
+            tls = _redis_tls(r, profiles, (*at, "redis"), errors)
+            sentinel = r.sentinel
+            master_name = sentinel.master_name if sentinel is not None else None
+            mode = r.mode
+            if mode == "sentinel" and not master_name:
+                errors.add((*at, "redis", "sentinel", "masterName"),
+                           "required with mode: sentinel; set it to the name the Sentinels "
+                           "monitor (sentinel monitor <name> ...)")
+            elif master_name and mode in ("standalone", "cluster"):
+                errors.add((*at, "redis", "sentinel"),
+                           f"conflicts with mode: {mode}; remove sentinel: or set mode: "
+                           "sentinel (or auto)")
+            elif master_name:
+                mode = "sentinel"
+            if sentinel is not None and not master_name and mode != "sentinel":
+                errors.add((*at, "redis", "sentinel", "masterName"),
+                           "required when a sentinel: section is given; set it to the name "
+                           "the Sentinels monitor, or remove sentinel:")
+            if mode == "cluster" and r.db:
+                errors.add((*at, "redis", "db"), "Redis Cluster has only database 0; remove "
+                                                 "db or set it to 0")
             parsed: list[tuple[str, int]] = []
             seen: dict[tuple[str, int], int] = {}
             for index, text in enumerate(r.addresses):
@@ -505,6 +581,11 @@ def _build_cache(raw: RawCache, at: Loc, errors: _Errors) -> CacheConfig:
                 addresses=parsed,
                 raw_addresses=list(r.addresses),
                 disable_tls=r.disable_tls,
+                tls=tls,
+                mode=mode,
+                sentinel_master_name=master_name,
+                sentinel_username=sentinel.username if sentinel is not None else None,
+                sentinel_password=sentinel.password if sentinel is not None else None,
                 db=r.db,
                 username=r.username,
                 password=r.password,
@@ -573,8 +654,9 @@ def _build(
     tree: dict[Any, Any],
     listen: str | None,
     errors: _Errors,
-) -> tuple[list[ListenerConfig], dict[str, CacheConfig]]:
+) -> tuple[list[ListenerConfig], dict[str, CacheConfig], dict[str, TLSProfile]]:
     _validate(RawConfig, tree, (), errors)  # top-level keys and list types only
+    profiles = _build_tls_profiles(tree, errors)
     raw_listeners = tree.get("listeners") if isinstance(tree.get("listeners"), list) else None
     raw_caches = tree.get("caches") if isinstance(tree.get("caches"), list) else []
 
@@ -595,7 +677,7 @@ def _build(
                     written_names.append(name)
         raw = _validate(RawCache, item, at, errors, partial=True)
         if raw is not None:
-            cache = _build_cache(raw, at, errors)
+            cache = _build_cache(raw, at, errors, profiles)
             caches.setdefault(cache.name, cache)
     caches[LOCAL_DEFAULT] = local_default_cache()
     choices = ", ".join([*written_names, LOCAL_DEFAULT])
@@ -666,7 +748,7 @@ def _build(
             else:
                 listeners = [ListenerConfig(listen.strip(), host, port, item.cache)
                              for item in listeners]
-    return listeners, caches
+    return listeners, caches, profiles
 
 
 def _select_provider(
@@ -714,7 +796,7 @@ def load_config(
         tree = _parse_yaml(text, source)
         tree = _resolve_secrets(tree, provider, provider_failed, errors)
 
-    listeners, caches = _build(tree, listen, errors)
+    listeners, caches, profiles = _build(tree, listen, errors)
     if len(errors):
         raise ConfigError(errors.lines())
-    return Config(listeners=listeners, caches=caches, source=path)
+    return Config(listeners=listeners, caches=caches, source=path, tls_profiles=profiles)

@@ -40,6 +40,7 @@ __all__ = [
     "ListenerConfig",
     "LocalConfig",
     "RedisConfig",
+    "TLSProfile",
     "parse_host_port",
 ]
 
@@ -91,12 +92,34 @@ class ListenerConfig:
 
 
 @dataclass(frozen=True)
+class TLSProfile:
+    """A named TLS profile (top-level ``tls:`` map).  Paths are checked to be readable
+    files when the configuration is loaded; their content is read when connecting."""
+
+    name: str
+    ca_file: str | None = None  # None: the system trust store
+    cert_file: str | None = None  # with key_file: a client certificate (mutual TLS)
+    key_file: str | None = None
+    min_version: str = "1.2"  # "1.2" or "1.3"; nothing older is accepted
+    max_version: str | None = None
+    server_name: str | None = None  # name to verify when it differs from the address
+
+
+SYSTEM_TLS = TLSProfile(name="(system trust store)")
+
+
+@dataclass(frozen=True)
 class RedisConfig:
     """Upstream Redis connection settings of a ``type: redis`` cache."""
 
     addresses: list[tuple[str, int]]  # (host without brackets, port)
     raw_addresses: list[str]  # as written in the file
     disable_tls: bool = False
+    tls: TLSProfile | None = None  # None exactly when disable_tls
+    mode: Literal["auto", "standalone", "sentinel", "cluster"] = "auto"
+    sentinel_master_name: str | None = None
+    sentinel_username: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
     db: int = 0
     username: str | None = None
     password: str | None = field(default=None, repr=False)
@@ -141,6 +164,7 @@ class Config:
 
     listeners: list[ListenerConfig]
     caches: dict[str, CacheConfig]  # file order, then local_default
+    tls_profiles: dict[str, TLSProfile] = field(default_factory=dict)
     source: str | None = None  # path of the file it came from, None for the built-in default
 
 
@@ -305,7 +329,18 @@ def _listener_cache_ref(value: Any) -> str:
     return value
 
 
+def _tls_version(value: Any) -> str:
+    # YAML reads an unquoted 1.2 as a float: accept both spellings.
+    text = f"{value:.1f}" if isinstance(value, float) else str(value).strip()
+    if text in ("1.2", "1.3"):
+        return text
+    if text in ("1", "1.0", "1.1"):
+        raise InvalidValue('TLS versions below 1.2 are not allowed; use "1.2" or "1.3"')
+    raise InvalidValue('must be "1.2" or "1.3"')
+
+
 ListenAddress = Annotated[str, BeforeValidator(_listen_address)]
+TLSVersion = Annotated[str, BeforeValidator(_tls_version)]
 UpstreamAddress = Annotated[str, BeforeValidator(_upstream_address)]
 Duration = Annotated[float, BeforeValidator(_duration)]
 HexKey = Annotated[bytes, BeforeValidator(_hex_key)]
@@ -328,9 +363,27 @@ class RawListener(_RawModel):
     cache: CacheRef | None = None
 
 
+class RawTLSProfile(_RawModel):
+    ca_file: str | None = Field(None, alias="caFile")
+    cert_file: str | None = Field(None, alias="certFile")
+    key_file: str | None = Field(None, alias="keyFile")
+    min_version: TLSVersion = Field("1.2", alias="minVersion")
+    max_version: TLSVersion | None = Field(None, alias="maxVersion")
+    server_name: str | None = Field(None, alias="serverName")
+
+
+class RawSentinel(_RawModel):
+    master_name: str | None = Field(None, alias="masterName")
+    username: str | None = None
+    password: str | None = None
+
+
 class RawRedis(_RawModel):
     addresses: list[UpstreamAddress] = Field(min_length=1)
     disable_tls: bool = Field(False, alias="disableTLS")
+    tls: str | None = None
+    mode: Literal["auto", "standalone", "sentinel", "cluster"] = "auto"
+    sentinel: RawSentinel | None = None
     db: Annotated[int, _int_between(0, None, "use 0 or another Redis database index")] = 0
     username: str | None = None
     password: str | None = None
@@ -390,3 +443,4 @@ class RawConfig(_RawModel):
 
     listeners: list[Any] | None = None
     caches: list[Any] | None = None
+    tls: dict[str, Any] | None = None

@@ -7,6 +7,10 @@ They bound the memory one client can make the proxy hold before a command is com
 # its framing is refused before it is parsed to the end.
 MAX_REQUEST_BYTES = 512 * 1024 * 1024 + 64 * 1024
 
+# Redis: proto-max-bulk-len.  A bulk header declaring more is refused as soon as it
+# arrives ("invalid bulk length"), without waiting for that much data.
+MAX_BULK_BYTES = 512 * 1024 * 1024
+
 # Redis: PROTO_INLINE_MAX_SIZE, 64 KiB ("too big inline request").
 MAX_INLINE_BYTES = 64 * 1024
 

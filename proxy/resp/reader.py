@@ -11,6 +11,8 @@ Never logs, never holds on to a command after returning it.
 
 from __future__ import annotations
 
+import re
+
 import hiredis
 
 from proxy.errors import ClientProtocolError
@@ -18,12 +20,20 @@ from proxy.resp import limits
 
 _STAR = 0x2A
 _DOLLAR = 0x24
+# A bulk header with 9 or more digits: the only kind that can exceed MAX_BULK_BYTES.
+_LONG_BULK_HEADER = re.compile(rb"\$\d{9,}\r\n")
+# hiredis allocates an array as soon as it reads the header, so an array header that
+# may exceed MAX_ARGUMENTS (7+ digits), or a `*` and digits ending a read, is cut off and
+# checked at a boundary before hiredis sees it.  Inside a payload this only splits a read.
+_ARRAY_HEADER_TO_CHECK = re.compile(rb"\*\d{7,}|\*\d*\Z")
+_MAX_HEADER_LINE = 24
 
 
 class RequestReader:
     """Incremental request parser for one client connection."""
 
-    __slots__ = ("_reader", "_inline", "_pending", "_line_ended", "max_request_bytes", "error")
+    __slots__ = ("_reader", "_inline", "_pending", "_line_ended", "_previous", "_held",
+                 "max_request_bytes", "error")
 
     def __init__(self, max_request_bytes: int = limits.MAX_REQUEST_BYTES):
         self._reader = hiredis.Reader()
@@ -33,6 +43,8 @@ class RequestReader:
         # a little stricter; it never under-counts.
         self._pending = 0
         self._line_ended = True  # did the last byte fed to hiredis end a line?
+        self._previous = b""  # the read fed to hiredis before the current one
+        self._held = b""  # an array header's first bytes, kept until its line is complete
         self.max_request_bytes = max_request_bytes
         # Set when the stream turned out malformed; the commands before the bad bytes are
         # still returned (Redis runs them too), then the caller answers with this error.
@@ -65,6 +77,8 @@ class RequestReader:
         return commands
 
     def _feed(self, data: bytes, commands: list[list[bytes]]) -> None:
+        if self._held:
+            data, self._held = self._held + data, b""
         while data:
             if self._inline is not None or (data[0] != _STAR and data[0] != _DOLLAR
                                             and self._idle()):
@@ -72,25 +86,34 @@ class RequestReader:
                 continue
             chunk_at_boundary = self._idle()
             if chunk_at_boundary and data[0] == _STAR:
+                if (len(data) < _MAX_HEADER_LINE
+                        and data.find(b"\r\n", 0, _MAX_HEADER_LINE) < 0):
+                    self._held = data  # check the count once the line is complete
+                    return
                 self._check_array_header(data)
+            later = _ARRAY_HEADER_TO_CHECK.search(data, 1)
+            if later is not None:  # rare: only with 7-digit counts or a read ending in `*`
+                data, after = data[:later.start()], data[later.start():]
+            else:
+                after = b""
             reader = self._reader
             reader.feed(data)
             self._pending += len(data)
             self._line_ended = data[-1] == 0x0A
             chunk, data = data, b""
-            first_of_chunk = len(commands)
+            returned = []  # everything hiredis returned from this chunk, empty ones too
             while True:
                 try:
                     command = reader.gets()
                 except hiredis.ProtocolError as exc:
-                    rest = self._inline_after_resp(chunk, commands[first_of_chunk:],
-                                                   chunk_at_boundary)
+                    rest = self._inline_after_resp(chunk, returned, chunk_at_boundary)
                     if rest is None:
                         raise ClientProtocolError(f"Protocol error: {exc}") from None
                     data = rest
                     break
                 if command is False:
                     break
+                returned.append(command)
                 self._pending = 0
                 if command is None:  # `*-1\r\n`: Redis ignores a null array
                     continue
@@ -103,10 +126,43 @@ class RequestReader:
                             "Protocol error: expected '$' before each argument")
                 if command:
                     commands.append(command)
+            self._previous = chunk
+            if (chunk_at_boundary and self._reader.has_data()
+                    and _LONG_BULK_HEADER.search(chunk) is not None):
+                self._check_bulk_lengths(chunk)
             if self._pending > self.max_request_bytes:
                 raise ClientProtocolError("Protocol error: invalid bulk length")
+            if after:
+                data += after
 
-    def _inline_after_resp(self, chunk: bytes, parsed: list[list[bytes]],
+    def _check_bulk_lengths(self, chunk: bytes) -> None:
+        """Refuse a bulk longer than Redis's proto-max-bulk-len when its header arrives.
+
+        Redis answers `invalid bulk length` at once; waiting for the data instead would
+        leave a client that sent only the header without a reply.  `chunk` starts at a
+        header (the reader was idle) and hiredis holds an incomplete element, so walking
+        the headers (skipping payloads by their length) finds the pending one.  Only
+        chunks holding a 9-digit bulk header get here, which keeps this off the hot path.
+        """
+        i, n = 0, len(chunk)
+        while i < n:
+            end = chunk.find(b"\r\n", i)
+            if end < 0:
+                return
+            kind = chunk[i]
+            if kind != _STAR and kind != _DOLLAR:
+                return  # inline after RESP: hiredis and _feed_inline deal with it
+            try:
+                length = int(chunk[i + 1:end])
+            except ValueError:
+                return
+            i = end + 2
+            if kind == _DOLLAR:
+                if length > limits.MAX_BULK_BYTES:
+                    raise ClientProtocolError("Protocol error: invalid bulk length")
+                i += length + 2
+
+    def _inline_after_resp(self, chunk: bytes, parsed: list,
                            chunk_at_boundary: bool) -> bytes | None:
         """After hiredis rejects a byte: is it an inline command following RESP ones?
 
@@ -115,20 +171,72 @@ class RequestReader:
         from this chunk; if they account exactly for the chunk's start and the next byte
         starts an inline command, parsing resumes there with a fresh reader.
         """
-        if not chunk_at_boundary:
+        if chunk_at_boundary and self._inline_start(chunk, parsed, 0) is not None:
+            return self._inline_after(chunk, parsed, 0)
+        # The first command began in an earlier read (redis-cli --pipe sends "\r\n" after
+        # its last command; "idle" may also mean after an array header or element): only
+        # its tail is here.  Try each line end that could close it, bounded, and resume
+        # only if exactly one accounts for the whole start of the chunk.
+        first = parsed[0] if parsed else None
+        if (type(first) is not list or not first
+                or any(type(a) is not bytes for a in first)):
             return None
-        offset = 0
+        encoded = hiredis.pack_command(tuple(first))
+        found = None
+        tries = 0
+        end = chunk.find(b"\n", 0, len(encoded))
+        while end >= 0 and tries < 64:
+            offset = end + 1
+            if chunk[0] == encoded[-offset] and encoded.endswith(chunk[:offset]):
+                tries += 1
+                head = encoded[:len(encoded) - offset]  # what earlier reads must have held
+                previous = self._previous
+                fits = (previous.endswith(head) if len(head) <= len(previous)
+                        else head.endswith(previous))
+                if fits and self._inline_start(chunk, parsed[1:], offset) is not None:
+                    if found is not None:
+                        return None
+                    found = offset
+            end = chunk.find(b"\n", offset, len(encoded))
+        if found is None or end >= 0:  # none, or gave up before trying every line end
+            return None
+        return self._inline_after(chunk, parsed[1:], found)
+
+    def _inline_after(self, chunk: bytes, parsed: list, offset: int) -> bytes | None:
+        """Resume at the inline command after `parsed` (which starts at `offset`)."""
+        offset = self._inline_start(chunk, parsed, offset)
+        if offset is None:
+            return None
+        self._reader = hiredis.Reader()
+        self._pending = 0
+        self._line_ended = True
+        return chunk[offset:]
+
+    @staticmethod
+    def _inline_start(chunk: bytes, parsed: list, offset: int) -> int | None:
+        """The offset after `parsed` if they are exactly the bytes of `chunk` from
+        `offset` and an inline command follows, else None."""
         for command in parsed:
+            if not command:  # `*0\r\n` or `*-1\r\n`, which Redis skips
+                end = chunk.find(b"\r\n", offset)
+                if end < 0 or chunk[offset] != _STAR:
+                    return None
+                try:
+                    if int(chunk[offset + 1:end]) > 0:
+                        return None
+                except ValueError:
+                    return None
+                offset = end + 2
+                continue
+            if type(command) is not list or any(type(a) is not bytes for a in command):
+                return None
             encoded = hiredis.pack_command(tuple(command))
             if chunk[offset:offset + len(encoded)] != encoded:
                 return None
             offset += len(encoded)
         if offset >= len(chunk) or chunk[offset] in (_STAR, _DOLLAR):
             return None
-        self._reader = hiredis.Reader()
-        self._pending = 0
-        self._line_ended = True
-        return chunk[offset:]
+        return offset
 
     def _check_array_header(self, data: bytes) -> None:
         end = data.find(b"\r\n", 0, 24)

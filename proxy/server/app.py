@@ -15,6 +15,7 @@ import time
 
 from proxy.backends.inprocess import LocalBackend
 from proxy.backends.redis import RedisBackend
+from proxy.backends.redis.tls import TLSSetupError
 from proxy.cache import Cache
 from proxy.server.client import ClientConnection
 
@@ -31,7 +32,10 @@ def build_backend(cfg):
     if cfg.type == "local":
         max_entries = cfg.local.max_entries if cfg.local is not None else None
         return LocalBackend(max_entries)
-    return RedisBackend(cfg)
+    try:
+        return RedisBackend(cfg)
+    except TLSSetupError as exc:
+        raise StartupError(f"caches: {cfg.name}: {exc}") from None
 
 
 class Server:

@@ -35,13 +35,11 @@ unknown: 1
 def test_every_problem_is_reported_in_one_error(write_config) -> None:
     errors = config_errors(write_config(BROKEN))
     assert errors == [
-        "unknown: unknown field; allowed fields here: listeners, caches",
+        "unknown: unknown field; allowed fields here: listeners, caches, tls",
         ("caches[0].redis.poolSize: must be a number from 1 to 64; use from 1 to 64 upstream "
         "connections"),
         ('caches[0].encryption.keys.current: must be 64 hex characters (32 bytes); generate one '
         'with "cachecloak keygen"'),
-        ("caches[0].redis.disableTLS: TLS to Redis arrives in a later release; set disableTLS: "
-        "true to use plain TCP on a trusted network"),
         ('caches[0].hashing.keys.current: required while hashing is enabled; generate a key with '
         '"cachecloak keygen" or set hashing.disabled: true'),
         ("caches[1].keys.prefix: must not contain { or } (they would act as Redis Cluster hash "
@@ -77,7 +75,8 @@ def test_an_invalid_disabled_switch_silences_advice_for_its_section(write_config
 def test_errors_in_several_caches_do_not_hide_each_other(write_config) -> None:
     text = """\
     caches:
-      - {name: a, type: redis, redis: {addresses: ["r:1"]}, encryption: {disabled: true},
+      - {name: a, type: redis, redis: {addresses: ["r:1"], tls: nope},
+         encryption: {disabled: true},
          hashing: {disabled: true}}
       - {name: b, type: local, local: {maxEntries: -5}}
       - {name: c, type: redis, redis: {addresses: ["r:1"], disableTLS: true}}
@@ -86,7 +85,7 @@ def test_errors_in_several_caches_do_not_hide_each_other(write_config) -> None:
     """
     errors = config_errors(write_config(text))
     assert [e.split(":", 1)[0] for e in errors] == [
-        "caches[0].redis.disableTLS",
+        "caches[0].redis.tls",
         "caches[1].local.maxEntries",
         "caches[2].encryption.keys.current",
         "caches[2].hashing.keys.current",

@@ -20,15 +20,16 @@ def one_error(write_config, text: str) -> str:
 
 def test_unknown_top_level_field_lists_allowed_names(write_config) -> None:
     assert one_error(write_config, "cache: []\n") == (
-        'cache: unknown field (did you mean "caches"?); allowed fields here: listeners, caches'
+        'cache: unknown field (did you mean "caches"?); allowed fields here: listeners, caches, '
+        'tls'
     )
 
 
 def test_unknown_nested_field_names_its_path_and_allowed_names(write_config) -> None:
-    text = REDIS_CACHE.replace("disableTLS: true", "disableTLS: true\n      tls: false")
+    text = REDIS_CACHE.replace("disableTLS: true", "disableTLS: true\n      tlsProfile: x")
     assert one_error(write_config, text) == (
-        "caches[0].redis.tls: unknown field; allowed fields here: addresses, disableTLS, db, "
-        "username, password, connectTimeout, commandTimeout, poolSize"
+        "caches[0].redis.tlsProfile: unknown field; allowed fields here: addresses, disableTLS, "
+        "tls, mode, sentinel, db, username, password, connectTimeout, commandTimeout, poolSize"
     )
 
 
@@ -54,11 +55,11 @@ def test_unknown_listener_field(write_config) -> None:
 
 # --- TLS, keys, encryption, hashing ----------------------------------------------------
 
-def test_redis_cache_without_disable_tls_says_tls_comes_later(write_config) -> None:
-    text = REDIS_CACHE.replace("      disableTLS: true\n", "")
+def test_tls_profile_that_is_not_defined_is_named(write_config) -> None:
+    text = REDIS_CACHE.replace("      disableTLS: true\n", "      tls: redis-tls\n")
     assert one_error(write_config, text) == (
-        "caches[0].redis.disableTLS: TLS to Redis arrives in a later release; set "
-        "disableTLS: true to use plain TCP on a trusted network"
+        'caches[0].redis.tls: profile "redis-tls" is not defined under tls:; define it there '
+        "or use one of: none are defined"
     )
 
 

@@ -20,12 +20,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 import time
 from collections import deque
 
 import hiredis
 
 from proxy.backends import Reply, Waiter
+from proxy.backends.redis.tls import describe_handshake_error
 from proxy.resp import writer
 
 log = logging.getLogger("cachecloak.upstream")
@@ -40,11 +42,15 @@ _BACKOFF_MAX = 2.0
 
 class UpstreamSettings:
     __slots__ = ("host", "port", "username", "password", "db", "connect_timeout",
-                 "command_timeout", "label")
+                 "command_timeout", "label", "ssl", "tls_profile", "server_name")
 
     def __init__(self, host: str, port: int, *, username: str | None, password: str | None,
-                 db: int, connect_timeout: float, command_timeout: float, label: str):
+                 db: int, connect_timeout: float, command_timeout: float, label: str,
+                 ssl=None, tls_profile=None):
         self.host, self.port = host, port
+        self.ssl = ssl  # an ssl.SSLContext, or None for plain TCP
+        self.tls_profile = tls_profile
+        self.server_name = (tls_profile.server_name or host) if tls_profile else None
         self.username, self.password = username, password
         self.db = db
         self.connect_timeout = connect_timeout
@@ -181,10 +187,13 @@ class UpstreamConnection(asyncio.Protocol):
         s = self.settings
         try:
             await asyncio.wait_for(
-                self.loop.create_connection(lambda: self, s.host, s.port),
+                self.loop.create_connection(lambda: self, s.host, s.port, ssl=s.ssl,
+                                            server_hostname=s.server_name),
                 timeout=s.connect_timeout)
         except TimeoutError:
             self._connect_failed(f"connect timed out after {s.connect_timeout:g}s")
+        except ssl.SSLError as exc:
+            self._connect_failed(describe_handshake_error(exc, s.tls_profile))
         except OSError as exc:
             self._connect_failed(exc.strerror or type(exc).__name__)
         except Exception as exc:  # noqa: BLE001 - any failure must reach the waiters

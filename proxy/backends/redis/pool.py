@@ -11,17 +11,20 @@ from __future__ import annotations
 import asyncio
 
 from proxy.backends.redis.connection import READY, UpstreamConnection, UpstreamSettings
+from proxy.backends.redis.tls import client_context
 
 
 class RedisBackend:
     def __init__(self, cfg) -> None:
         redis = cfg.redis
         host, port = redis.addresses[0]
-        self.description = f"redis {host}:{port}"
+        scheme = "rediss" if redis.tls is not None else "redis"
+        self.description = f"{scheme} {host}:{port}"
+        context = client_context(redis.tls) if redis.tls is not None else None
         self._settings = UpstreamSettings(
             host, port, username=redis.username, password=redis.password, db=redis.db,
             connect_timeout=redis.connect_timeout, command_timeout=redis.command_timeout,
-            label=f'cache "{cfg.name}" at {host}:{port}')
+            label=f'cache "{cfg.name}" at {host}:{port}', ssl=context, tls_profile=redis.tls)
         self._size = redis.pool_size
         self.connections: list[UpstreamConnection] = []
 
