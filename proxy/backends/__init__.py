@@ -5,7 +5,8 @@ One interface for both, so the client side never knows which one it talks to:
 * `Backend.route()` gives a new client its `Route`.  All of a client's commands go to
   the same route, in order, which is what keeps a client's writes and reads ordered
   (Redis executes one connection's commands in order).
-* `Route.submit(args, waiter)` queues a command; `Route.flush()` sends what was queued
+* `Route.submit(args, waiter, command)` queues a command (`command` is its table entry,
+  which a cluster route needs to find and split keys); `Route.flush()` sends what was queued
   (a client calls it once per read, so a pipeline leaves in one write).  The route later
   calls `waiter.complete(reply)` with the reply as hiredis parses RESP2 (bytes, int,
   None, list, hiredis.ReplyError), or `waiter.fail(error_reply_bytes)` when no reply
@@ -31,7 +32,7 @@ class Waiter(Protocol):
 
 
 class Route(Protocol):
-    def submit(self, args: list[bytes], waiter: Waiter) -> None: ...
+    def submit(self, args: list[bytes], waiter: Waiter, command=None) -> None: ...
 
     def flush(self) -> None: ...
 

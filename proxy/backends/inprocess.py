@@ -30,7 +30,7 @@ class LocalBackend:
     async def close(self) -> None:
         return None
 
-    def submit(self, args: list[bytes], waiter: Waiter) -> None:
+    def submit(self, args: list[bytes], waiter: Waiter, command=None) -> None:
         waiter.complete(self._execute(args))
 
     def flush(self) -> None:

@@ -54,10 +54,10 @@ async def _flush(client, namespace: bytes) -> bytes:
 
 
 register(
-    Command("del", -2, keys=_MULTI, decode=replies.integer),
-    Command("unlink", -2, keys=_MULTI, decode=replies.integer),
-    Command("exists", -2, keys=_MULTI, decode=replies.integer),
-    Command("touch", -2, keys=_MULTI, decode=replies.integer),
+    Command("del", -2, keys=_MULTI, decode=replies.integer, split="sum"),
+    Command("unlink", -2, keys=_MULTI, decode=replies.integer, split="sum"),
+    Command("exists", -2, keys=_MULTI, decode=replies.integer, split="sum"),
+    Command("touch", -2, keys=_MULTI, decode=replies.integer, split="sum"),
     Command("type", 2, keys=_ONE, decode=replies.status),
     Command("expire", -3, keys=_ONE, decode=replies.integer),
     Command("pexpire", -3, keys=_ONE, decode=replies.integer),

@@ -22,9 +22,9 @@ def run_set(client, command: Command, args: list[bytes]) -> None:
                 wants_old = True
                 break
     if wants_old:
-        client.forward(args, replies.value, key)
+        client.forward(args, replies.value, key, command)
     else:
-        client.forward(args, replies.status_or_nil, key)
+        client.forward(args, replies.status_or_nil, key, command)
 
 
 def _check_pairs(name: str):
@@ -42,10 +42,10 @@ register(
     Command("getset", 3, keys=(1, 1, 1), value_offset=1, decode=replies.value),
     Command("getdel", 2, keys=(1, 1, 1), decode=replies.value),
     Command("getex", -2, keys=(1, 1, 1), decode=replies.value),
-    Command("mget", -2, keys=(1, -1, 1), decode=replies.values),
+    Command("mget", -2, keys=(1, -1, 1), decode=replies.values, split="mget"),
     Command("mset", -3, keys=(1, -1, 2), value_offset=1, decode=replies.status,
-            check=_check_pairs("mset")),
+            check=_check_pairs("mset"), split="mset"),
     Command("msetnx", -3, keys=(1, -1, 2), value_offset=1, decode=replies.integer,
-            check=_check_pairs("msetnx")),
+            check=_check_pairs("msetnx"), split="crossslot"),
     Command("strlen", 2, keys=(1, 1, 1), decode=replies.plaintext_length),
 )

@@ -31,6 +31,10 @@ class Command:
     decode: Decoder = replies.plain
     check: Callable[[list[bytes]], bytes | None] | None = None  # an error reply or None
     subcommands: dict[bytes, Command] | None = None
+    # How a cluster route splits this command when its keys live in several slots:
+    # "sum" (integer replies added), "mget" (arrays joined in key order), "mset" (+OK),
+    # "crossslot" (refused with Redis Cluster's CROSSSLOT error).  None: one slot only.
+    split: str | None = None
 
     def __post_init__(self) -> None:
         if self.run is None:
@@ -101,7 +105,7 @@ def forward(client, command: Command, args: list[bytes]) -> None:
         args[first] = key
         if offset:
             args[first + offset] = cache.seal(db, key, args[first + offset])
-        client.forward(args, command.decode, key)
+        client.forward(args, command.decode, key, command)
         return
     if last < 0:
         last += len(args)
@@ -112,8 +116,8 @@ def forward(client, command: Command, args: list[bytes]) -> None:
         keys.append(key)
         if offset:
             args[i + offset] = cache.seal(db, key, args[i + offset])
-    client.forward(args, command.decode, keys)
+    client.forward(args, command.decode, keys, command)
 
 
 def forward_no_keys(client, command: Command, args: list[bytes]) -> None:
-    client.forward(args, command.decode, None)
+    client.forward(args, command.decode, None, command)

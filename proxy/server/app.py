@@ -14,7 +14,7 @@ import signal
 import time
 
 from proxy.backends.inprocess import LocalBackend
-from proxy.backends.redis import RedisBackend
+from proxy.backends.redis import make_redis_backend
 from proxy.backends.redis.tls import TLSSetupError
 from proxy.cache import Cache
 from proxy.server.client import ClientConnection
@@ -33,7 +33,7 @@ def build_backend(cfg):
         max_entries = cfg.local.max_entries if cfg.local is not None else None
         return LocalBackend(max_entries)
     try:
-        return RedisBackend(cfg)
+        return make_redis_backend(cfg)
     except TLSSetupError as exc:
         raise StartupError(f"caches: {cfg.name}: {exc}") from None
 

@@ -171,10 +171,10 @@ class ClientConnection(asyncio.Protocol):
         else:
             self._out.append(data)
 
-    def forward(self, args: list[bytes], decode, ctx) -> None:
+    def forward(self, args: list[bytes], decode, ctx, command=None) -> None:
         slot = Slot(self, decode, ctx)
         self._slots.append(slot)
-        self.route.submit(args, slot)
+        self.route.submit(args, slot, command)
 
     def run_op(self, operation) -> None:
         """Run a multi-step operation (a coroutine returning reply bytes) in order."""

@@ -55,7 +55,7 @@ class UpstreamSettings:
         self.db = db
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
-        self.label = label  # e.g. 'cache "my-redis" at 10.0.0.5:6379': for messages only
+        self.label = label  # e.g. 'cache "my-redis"': for messages only
 
 
 class _FutureWaiter:
@@ -98,9 +98,17 @@ class UpstreamFailure(Exception):
 class UpstreamConnection(asyncio.Protocol):
     """A self-healing pipelined Redis connection; also the Route of its clients."""
 
-    def __init__(self, settings: UpstreamSettings, loop: asyncio.AbstractEventLoop | None = None):
+    def __init__(self, settings: UpstreamSettings, loop: asyncio.AbstractEventLoop | None = None,
+                 *, locate=None, follow_primary: bool = False):
+        """`locate`, when given, is an async callable returning the (host, port) to connect
+        to next (the current primary, found by the topology); otherwise the settings'
+        address is used.  With `follow_primary`, a READONLY reply (the server became a
+        replica) abandons the connection so the next one finds the new primary."""
         self.settings = settings
         self.loop = loop or asyncio.get_event_loop()
+        self._locate = locate
+        self._follow_primary = follow_primary
+        self.host, self.port = settings.host, settings.port
         self.state = DOWN
         self.transport: asyncio.Transport | None = None
         self._reader = hiredis.Reader()
@@ -119,7 +127,11 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- the Route interface --------------------------------------------------------
 
-    def submit(self, args: list[bytes], waiter: Waiter) -> None:
+    @property
+    def label(self) -> str:
+        return f"{self.settings.label} at {_hostport(self.host, self.port)}"
+
+    def submit(self, args: list[bytes], waiter: Waiter, command=None) -> None:
         state = self.state
         if state is DOWN and not self._start_connect():
             waiter.fail(self._unavailable_reply())
@@ -164,7 +176,7 @@ class UpstreamConnection(asyncio.Protocol):
             seen_first = True
             reply = await self.call([b"SCAN", cursor, b"MATCH", pattern, b"COUNT", b"1000"])
             if isinstance(reply, hiredis.ReplyError):
-                raise UpstreamFailure(f"SCAN failed on {self.settings.label}: {reply}")
+                raise UpstreamFailure(f"SCAN failed on {self.label}: {reply}")
             cursor, keys = reply
             if keys:
                 yield keys
@@ -172,7 +184,7 @@ class UpstreamConnection(asyncio.Protocol):
     # -- connection management ------------------------------------------------------
 
     def _unavailable_reply(self) -> bytes:
-        return writer.error(f"ERR cachecloak: Redis for {self.settings.label} is unavailable "
+        return writer.error(f"ERR cachecloak: Redis for {self.label} is unavailable "
                             f"({self._last_error}); retrying in the background")
 
     def _start_connect(self) -> bool:
@@ -186,9 +198,14 @@ class UpstreamConnection(asyncio.Protocol):
     async def _connect(self) -> None:
         s = self.settings
         try:
+            if self._locate is not None:
+                self.host, self.port = await self._locate()
+            server_name = None
+            if s.ssl is not None:
+                server_name = s.tls_profile.server_name or self.host
             await asyncio.wait_for(
-                self.loop.create_connection(lambda: self, s.host, s.port, ssl=s.ssl,
-                                            server_hostname=s.server_name),
+                self.loop.create_connection(lambda: self, self.host, self.port, ssl=s.ssl,
+                                            server_hostname=server_name),
                 timeout=s.connect_timeout)
         except TimeoutError:
             self._connect_failed(f"connect timed out after {s.connect_timeout:g}s")
@@ -196,6 +213,8 @@ class UpstreamConnection(asyncio.Protocol):
             self._connect_failed(describe_handshake_error(exc, s.tls_profile))
         except OSError as exc:
             self._connect_failed(exc.strerror or type(exc).__name__)
+        except UpstreamFailure as exc:  # the topology found no usable server
+            self._connect_failed(str(exc))
         except Exception as exc:  # noqa: BLE001 - any failure must reach the waiters
             self._connect_failed(type(exc).__name__)
 
@@ -213,7 +232,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._retry_at = time.monotonic() + delay
         self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
         if first:
-            log.warning("upstream %s: %s; retrying with backoff", self.settings.label, reason)
+            log.warning("upstream %s: %s; retrying with backoff", self.label, reason)
         if not self._closed:
             # Keep trying in the background so the route is healthy before it is needed.
             self.loop.call_later(delay + 0.001, self._background_retry)
@@ -268,7 +287,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.state = READY
             self._backoff = _BACKOFF_FIRST
             if self._last_error != "not connected yet":
-                log.info("upstream %s: connected", self.settings.label)
+                log.info("upstream %s: connected", self.label)
             self._last_error = "connection lost"
             self.flush()
 
@@ -291,6 +310,10 @@ class UpstreamConnection(asyncio.Protocol):
                     touched.add(waiter.client)
                 if self._waiters is not waiters:
                     break  # the connection was abandoned (a failed handshake step)
+                if (self._follow_primary and type(reply) is hiredis.ReplyError
+                        and str(reply).startswith("READONLY")):
+                    self._broken("the server became a replica (READONLY)")
+                    break
         except hiredis.ProtocolError:
             self._broken("Redis sent an invalid reply")
         for client in touched:
@@ -316,7 +339,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._watchdog = None
         self._note_failure(reason)
         self._fail_all(writer.error(
-            f"ERR cachecloak: {reason} on {self.settings.label} before Redis replied; the "
+            f"ERR cachecloak: {reason} on {self.label} before Redis replied; the "
             "command may or may not have been applied"))
 
     def _fail_all(self, error_reply: bytes) -> None:
@@ -350,6 +373,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._closed = True
         if self.transport is not None:
             self.transport.close()
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _glob_escape(prefix: bytes) -> bytes:

@@ -24,7 +24,7 @@ class RedisBackend:
         self._settings = UpstreamSettings(
             host, port, username=redis.username, password=redis.password, db=redis.db,
             connect_timeout=redis.connect_timeout, command_timeout=redis.command_timeout,
-            label=f'cache "{cfg.name}" at {host}:{port}', ssl=context, tls_profile=redis.tls)
+            label=f'cache "{cfg.name}"', ssl=context, tls_profile=redis.tls)
         self._size = redis.pool_size
         self.connections: list[UpstreamConnection] = []
 
