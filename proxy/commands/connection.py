@@ -311,6 +311,7 @@ def info_sections(client) -> dict[str, list[tuple[str, object]]]:
             ("encryptions_under_current_key", sealer.encryptions if sealer else 0),
             ("decrypt_failures", sum(cache.decrypt_failures.values())),
             ("logical_db", client.db),
+            *(cache.backend.info() if hasattr(cache.backend, "info") else ()),
         ],
     }
 
