@@ -1,4 +1,4 @@
-"""The `cachecloak` command: run (the default), keygen.
+"""The `cachecloak` command: run (the default), check, keygen.
 
 Configuration errors print one line per problem and exit 2, without a traceback;
 startup errors (address in use) exit 1.  Nothing here prints a secret.
@@ -44,20 +44,26 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", help="serve (the default when no command is given)")
     _run_arguments(run)
+    check = sub.add_parser("check", help="connect to every configured Redis, authenticate "
+                           "and write, read and delete a probe key; one line per address")
+    _run_arguments(check, serving=False)
     sub.add_parser("keygen", help="print a new random 32-byte key as 64 hex characters")
     return parser
 
 
-def _run_arguments(parser: argparse.ArgumentParser) -> None:
+def _run_arguments(parser: argparse.ArgumentParser, serving: bool = True) -> None:
     parser.add_argument("--config", default=os.environ.get("CACHECLOAK_CONFIG"),
                         help="YAML configuration file (env CACHECLOAK_CONFIG); "
                              "default: the built-in local_default cache")
-    parser.add_argument("--listen", metavar="HOST:PORT",
-                        help="replace the address of the (single) listener")
+    if serving:
+        parser.add_argument("--listen", metavar="HOST:PORT",
+                            help="replace the address of the (single) listener")
     parser.add_argument("--secret-provider", metavar="URL",
                         default=os.environ.get("CACHECLOAK_SECRET_PROVIDER"),
                         help="secretfile:///path.yaml or dir:///path "
                              "(env CACHECLOAK_SECRET_PROVIDER)")
+    if not serving:
+        return
     parser.add_argument("--log-level", default=os.environ.get("CACHECLOAK_LOG_LEVEL", "info"),
                         choices=["debug", "info", "warning", "error"])
 
@@ -114,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "keygen":
         return cmd_keygen()
+    if args.command == "check":
+        from proxy.check import cmd_check
+
+        return cmd_check(args)
     return cmd_run(args)
 
 

@@ -133,13 +133,12 @@ def start_proxy(config_text: str | None = None, *extra_args: str, env: dict | No
     full_env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
     if env:
         full_env.update(env)
-    logf = open(workdir / "cachecloak.log", "wb")
-    proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, env=full_env,
-                            cwd=str(workdir))
-    logf.close()
+    with open(workdir / "cachecloak.log", "wb") as logf:
+        proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, env=full_env,
+                                cwd=str(workdir))
     try:
         wait_for_port(port, proc=proc)
-    except Exception as exc:
+    except (RuntimeError, TimeoutError) as exc:
         raise RuntimeError(f"cachecloak did not start: {exc}\n" +
                            (workdir / "cachecloak.log").read_text(errors="replace")) from None
     return ProxyProcess(port=port, proc=proc, workdir=workdir)
@@ -230,7 +229,7 @@ class RawClient:
         while True:
             try:
                 chunk = self.sock.recv(65536)
-            except (ConnectionResetError, TimeoutError, socket.timeout):
+            except (ConnectionResetError, TimeoutError):
                 return data
             if not chunk:
                 return data

@@ -70,5 +70,6 @@ def test_environ_defaults_to_the_process_environment(write_config,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CACHECLOAK_TEST_LISTEN_PORT", "7123")
     monkeypatch.delenv("CACHECLOAK_SECRET_PROVIDER", raising=False)
-    path = write_config("listeners:\n  - address: 127.0.0.1:{{ env.CACHECLOAK_TEST_LISTEN_PORT }}\n")
+    path = write_config(
+        "listeners:\n  - address: 127.0.0.1:{{ env.CACHECLOAK_TEST_LISTEN_PORT }}\n")
     assert load_config(path).listeners[0].port == 7123

@@ -243,5 +243,5 @@ def test_directory_provider_rejects_non_utf8(tmp_path: Path) -> None:
 
 
 def test_make_secret_provider_raises_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="^--secret-provider: unknown secret provider scheme"):
+    with pytest.raises(ConfigError, match=r"^--secret-provider: unknown secret provider scheme"):
         make_secret_provider("s3://bucket/x")

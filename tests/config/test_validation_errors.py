@@ -95,7 +95,8 @@ def test_local_cache_explicitly_enabled_without_key(write_config) -> None:
 def test_bad_current_key_format_never_echoes_the_value(write_config, bad_key: str) -> None:
     text = REDIS_CACHE.replace(KEY_ENC, bad_key)
     line = one_error(write_config, text)
-    assert line == f"caches[0].encryption.keys.current: must be 64 hex characters (32 bytes); {KEYGEN}"
+    assert line == (
+        f"caches[0].encryption.keys.current: must be 64 hex characters (32 bytes); {KEYGEN}")
     assert bad_key not in line
 
 
@@ -108,16 +109,19 @@ def test_unquoted_numeric_key_is_a_format_error(write_config) -> None:
 
 def test_bad_old_key_names_its_index(write_config) -> None:
     text = REDIS_CACHE.replace(
-        f'current: "{KEY_ENC}"\n', f'current: "{KEY_ENC}"\n        old: ["{KEY_ENC_OLD}", "nothex-SECRET"]\n'
+        f'current: "{KEY_ENC}"\n',
+        f'current: "{KEY_ENC}"\n        old: ["{KEY_ENC_OLD}", "nothex-SECRET"]\n'
     )
     line = one_error(write_config, text)
-    assert line == f"caches[0].encryption.keys.old[1]: must be 64 hex characters (32 bytes); {KEYGEN}"
+    assert line == (
+        f"caches[0].encryption.keys.old[1]: must be 64 hex characters (32 bytes); {KEYGEN}")
     assert "nothex-SECRET" not in line
 
 
 def test_old_key_equal_to_current_key(write_config) -> None:
     text = REDIS_CACHE.replace(
-        f'current: "{KEY_ENC}"\n', f'current: "{KEY_ENC}"\n        old: ["{KEY_ENC_OLD}", "{KEY_ENC.upper()}"]\n'
+        f'current: "{KEY_ENC}"\n',
+        f'current: "{KEY_ENC}"\n        old: ["{KEY_ENC_OLD}", "{KEY_ENC.upper()}"]\n'
     )
     line = one_error(write_config, text)
     assert line.startswith("caches[0].encryption.keys.old[1]: is the same key as keys.current; "

@@ -24,7 +24,7 @@ def test_commands_split_at_any_points_come_out_whole_and_in_order(cmds, data):
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
     reader = RequestReader()
     out, start = [], 0
-    for cut in cuts + [len(stream)]:
+    for cut in [*cuts, len(stream)]:
         out += reader.feed(stream[start:cut]) if cut > start else []
         start = max(start, cut)
     assert reader.error is None
