@@ -293,6 +293,8 @@ class UpstreamConnection(asyncio.Protocol):
             hint = {"AUTH": "check redis.username and redis.password",
                     "SELECT": "check redis.db against the server's `databases` setting"}.get(
                         step, "check the Redis server's configuration")
+            if reason == "NOAUTH":
+                hint = "Redis requires a password: set redis.password (and redis.username)"
             self._broken(f"Redis refused {step} ({reason}); {hint}")
             return
         self._handshake_left -= 1
@@ -326,6 +328,7 @@ class UpstreamConnection(asyncio.Protocol):
                 if (self._follow_primary and type(reply) is hiredis.ReplyError
                         and str(reply).startswith("READONLY")):
                     self._broken("the server became a replica (READONLY)")
+                    self.retry_now()  # find the new primary now, not after the backoff
                     break
         except hiredis.ProtocolError:
             self._broken("Redis sent an invalid reply")
@@ -333,8 +336,16 @@ class UpstreamConnection(asyncio.Protocol):
             client.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.state is not DOWN:
+        # transport is None: this is the loss of a transport already abandoned by
+        # _broken(), arriving after a new connect began (this object is the protocol of
+        # every transport it ever had); it must not knock down the new attempt.
+        if self.state is not DOWN and self.transport is not None:
             reason = "connection lost" if exc is None else f"connection lost: {exc}"
+            if (self.state is HANDSHAKE and isinstance(exc, ssl.SSLError)
+                    and self.settings.tls_profile is not None):
+                # TLS 1.3: the server checks the client certificate after the client
+                # finished its side of the handshake, so its alert arrives here.
+                reason = describe_handshake_error(exc, self.settings.tls_profile)
             self._to_down(reason)
 
     def _broken(self, reason: str) -> None:
@@ -345,12 +356,16 @@ class UpstreamConnection(asyncio.Protocol):
             transport.abort()
 
     def _to_down(self, reason: str) -> None:
+        sent = self.state is READY  # before READY, clients' commands wait unsent in _wbuf
         self.state = DOWN
         self.transport = None
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
         self._note_failure(reason)
+        if not sent:
+            self._fail_all(self._unavailable_reply())
+            return
         self._fail_all(writer.error(
             f"ERR cachecloak: {reason} on {self.label} before Redis replied; the "
             "command may or may not have been applied"))
@@ -381,6 +396,19 @@ class UpstreamConnection(asyncio.Protocol):
             self._broken(f"no reply within commandTimeout {self.settings.command_timeout:g}s")
             return
         self._arm_watchdog()
+
+    def retry_now(self) -> None:
+        """Connect now, skipping the backoff: the topology found where to."""
+        if self.state is DOWN and not self._closed:
+            self._retry_at = 0.0
+            self._backoff = _BACKOFF_FIRST
+            self._start_connect()
+
+    def abandon(self, reason: str) -> None:
+        """Drop an established connection (the primary moved); in-flight commands get an
+        error reply and the next connect locates the target again."""
+        if self.state in (HANDSHAKE, READY) and self.transport is not None:
+            self._broken(reason)
 
     def close(self) -> None:
         self._closed = True

@@ -4,22 +4,35 @@ Clients are spread over the pool and stay on their connection (see proxy.backend
 why).  The pool never grows with the number of clients: a thousand clients share
 `poolSize` connections, which is what keeps Redis's connection count and the proxy's
 memory flat.
+
+With a locator (proxy.backends.redis.topology: several standalone addresses, or
+Sentinel), every connect asks it where the primary is, a READONLY reply makes a
+connection find it again, and when the locator sees the primary move the pool drops
+its connections to the old one.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from proxy.backends.redis.connection import READY, UpstreamConnection, UpstreamSettings
+from proxy.backends.redis.connection import (
+    DOWN,
+    READY,
+    UpstreamConnection,
+    UpstreamSettings,
+    _hostport,
+)
 from proxy.backends.redis.tls import client_context
 
 
 class RedisBackend:
-    def __init__(self, cfg) -> None:
+    def __init__(self, cfg, locator=None) -> None:
+        """`locator`, when given, is a class from proxy.backends.redis.topology, built
+        here with (cfg, settings); without it the pool uses the first address."""
         redis = cfg.redis
         host, port = redis.addresses[0]
         scheme = "rediss" if redis.tls is not None else "redis"
-        self.description = f"{scheme} {host}:{port}"
+        self._description = f"{scheme} {host}:{port}"
         context = client_context(redis.tls) if redis.tls is not None else None
         self._settings = UpstreamSettings(
             host, port, username=redis.username, password=redis.password, db=redis.db,
@@ -27,12 +40,35 @@ class RedisBackend:
             label=f'cache "{cfg.name}"', ssl=context, tls_profile=redis.tls)
         self._size = redis.pool_size
         self.connections: list[UpstreamConnection] = []
+        self.locator = locator(cfg, self._settings) if locator is not None else None
+
+    @property
+    def description(self) -> str:
+        if self.locator is not None:
+            return self.locator.describe()
+        return self._description
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.connections = [UpstreamConnection(self._settings, loop) for _ in range(self._size)]
+        locator = self.locator
+        if locator is None:
+            self.connections = [UpstreamConnection(self._settings, loop)
+                                for _ in range(self._size)]
+        else:
+            locator.on_primary = self._on_primary
+            self.connections = [UpstreamConnection(self._settings, loop, locate=locator.locate,
+                                                   follow_primary=True)
+                                for _ in range(self._size)]
+            await locator.start()
         for conn in self.connections:
             conn._start_connect()
+
+    def _on_primary(self, primary: tuple[str, int]) -> None:
+        """The locator found the primary (it moved, or exists again): connect there now."""
+        for conn in self.connections:
+            if conn.state is not DOWN and (conn.host, conn.port) != primary:
+                conn.abandon(f"the primary moved to {_hostport(*primary)}")
+            conn.retry_now()  # only acts on a connection that is down
 
     def route(self) -> UpstreamConnection:
         conn = min(self.connections, key=lambda c: c.clients)
@@ -42,9 +78,15 @@ class RedisBackend:
     def release(self, route: UpstreamConnection) -> None:
         route.clients -= 1
 
+    def info(self) -> list[tuple[str, object]]:
+        """Fields for INFO's cachecloak section (none without a locator)."""
+        return self.locator.info() if self.locator is not None else []
+
     def ready(self) -> bool:
         return any(c.state is READY for c in self.connections)
 
     async def close(self) -> None:
+        if self.locator is not None:
+            await self.locator.close()
         for conn in self.connections:
             conn.close()
