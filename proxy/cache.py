@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from proxy.crypto import DecryptError, KeyHasher, ValueSealer
 from proxy.crypto.envelope import OVERHEAD
+from proxy.crypto.members import MemberCipher
 
 if TYPE_CHECKING:
     from proxy.backends import Backend
@@ -30,10 +31,15 @@ class DecryptRefused(Exception):
 
 class Cache:
     def __init__(self, name: str, *, hasher: KeyHasher, sealer: ValueSealer | None,
-                 on_decrypt_error: str, databases: int, backend: Backend):
+                 on_decrypt_error: str, databases: int, backend: Backend,
+                 members: MemberCipher | None = None):
         self.name = name
         self.hasher = hasher
         self.sealer = sealer
+        # Hash field names and set / sorted-set members: deterministic AES-SIV under a key
+        # derived from the hashing key (they name things, like keys); None when hashing
+        # is disabled, and then they are stored as they are.
+        self.members = members
         self.miss_on_decrypt_error = on_decrypt_error != "error"
         self.databases = databases
         self.backend = backend
@@ -48,19 +54,44 @@ class Cache:
                            cfg.key_prefix, cfg.prefix_enabled, cfg.databases)
         sealer = (ValueSealer(cfg.encryption_current, list(cfg.encryption_old))
                   if cfg.encryption_enabled else None)
+        members = MemberCipher(cfg.hashing_current) if cfg.hashing_enabled else None
         return cls(cfg.name, hasher=hasher, sealer=sealer,
                    on_decrypt_error=cfg.on_decrypt_error, databases=cfg.databases,
-                   backend=backend)
+                   backend=backend, members=members)
 
     @property
     def encrypting(self) -> bool:
         return self.sealer is not None
 
-    def seal(self, db: int, stored_key: bytes, value: bytes) -> bytes:
+    def seal(self, db: int, stored_key: bytes, value: bytes,
+             context: bytes | None = None) -> bytes:
+        """Encrypt a value (or list element, or hash value with its stored field name as
+        `context`) for the stored name `stored_key`."""
         sealer = self.sealer
-        return value if sealer is None else sealer.seal(db, stored_key, value)
+        return value if sealer is None else sealer.seal(db, stored_key, value, context)
 
-    def open(self, db: int, stored_key: bytes, blob: bytes) -> bytes | None:
+    def seal_member(self, db: int, stored_key: bytes, member: bytes) -> bytes:
+        """A hash field name or set / sorted-set member, deterministically encrypted."""
+        members = self.members
+        return member if members is None else members.seal(db, stored_key, member)
+
+    def open_member(self, db: int, stored_key: bytes, blob: bytes) -> bytes | None:
+        """The plaintext member, or None (policy as for values) when it does not open."""
+        members = self.members
+        if members is None:
+            return blob
+        try:
+            return members.open(db, stored_key, blob)
+        except DecryptError as exc:
+            self._count_failure(exc.reason)
+            if self.miss_on_decrypt_error:
+                return None
+            raise DecryptRefused(
+                f"ERR cachecloak could not decrypt a stored member ({exc.reason}): it was "
+                "changed in Redis or not written by cachecloak") from None
+
+    def open(self, db: int, stored_key: bytes, blob: bytes,
+             context: bytes | None = None) -> bytes | None:
         """The plaintext, or None (a miss) when the envelope does not open.
 
         Raises DecryptRefused instead of returning None under `onDecryptError: error`.
@@ -70,7 +101,7 @@ class Cache:
         if sealer is None:
             return blob
         try:
-            return sealer.open(db, stored_key, blob)
+            return sealer.open(db, stored_key, blob, context)
         except DecryptError as exc:
             self._count_failure(exc.reason)
             if self.miss_on_decrypt_error:
