@@ -27,7 +27,7 @@ def test_stored_names_are_deterministic_printable_and_prefixed(key):
     assert stored.startswith(b"cachecloak:app:0:")
     assert PRINTABLE.match(stored)
     if len(key) >= 4:
-        assert key not in stored
+        assert key not in stored[len(b"cachecloak:app:0:"):]
 
 
 def test_digest_is_32_characters_after_the_namespace():
