@@ -410,7 +410,10 @@ def test_arity_cases_cover_the_table():
 @pytest.mark.parametrize("args", [a for _, a in ARITY_CASES], ids=[i for i, _ in ARITY_CASES])
 def test_wrong_arity(pair, args):
     reply = pair.check(*args)
-    assert reply.startswith(b"-ERR wrong number of arguments for '"), reply
+    if args[0].upper() == "EXEC":  # Redis discards the transaction on a rejected EXEC
+        assert reply.startswith(b"-EXECABORT Transaction discarded because of: wrong "), reply
+    else:
+        assert reply.startswith(b"-ERR wrong number of arguments for '"), reply
 
 
 # -- CLIENT ID, QUIT -------------------------------------------------------------------
@@ -647,10 +650,10 @@ def test_unknown_command_does_not_echo_arguments(pair):
 
 
 @pytest.mark.parametrize("args", [
-    ("KEYS", "*"), ("SCAN", "0"), ("RANDOMKEY",), ("EVAL", "return 1", "0"), ("INCR", "k"),
-    ("APPEND", "k", "v"), ("HSET", "h", "f", "v"), ("LPUSH", "l", "v"), ("PUBLISH", "c", "m"),
+    ("KEYS", "*"), ("SCAN", "0"), ("RANDOMKEY",), ("EVAL", "return 1", "0"), ("SORT", "k"),
+    ("LCS", "k", "v"), ("BITCOUNT", "h"), ("FCALL", "f", "0"), ("PUBLISH", "c", "m"),
     ("CONFIG", "GET", "*"), ("OBJECT", "ENCODING", "k"), ("DUMP", "k"), ("BLPOP", "l", "0.01"),
-    ("RENAME", "a", "b"), ("GETRANGE", "k", "0", "1"), ("SETBIT", "k", "1", "1"),
+    ("RENAME", "a", "b"), ("PFADD", "k", "0", "1"), ("SETBIT", "k", "1", "1"),
     ("keys",), ("Keys", "a", "b", "c"),
 ])
 def test_refused_commands(pair, args):

@@ -12,6 +12,10 @@ One interface for both, so the client side never knows which one it talks to:
   None, list, hiredis.ReplyError), or `waiter.fail(error_reply_bytes)` when no reply
   can come.  Each waiter is completed exactly once.
 * `Route.call(args)` is the awaitable form for multi-step operations.
+* `Backend.dedicated(key)` lends a route that no other client shares, for WATCH,
+  MULTI/EXEC and read-modify-write (on a cluster: on the node that owns `key`'s slot);
+  `Backend.release_dedicated(route)` gives it back.  The in-process backend lends
+  itself: it runs an operation's steps without yielding, so they are atomic anyway.
 
 Backends never see plaintext keys or values and never log arguments.
 """
@@ -45,8 +49,13 @@ class Route(Protocol):
 
 class Backend(Protocol):
     description: str
+    local: bool  # in-process: no WATCH/MULTI/EXEC needed, steps never interleave
 
     def route(self) -> Route: ...
+
+    def dedicated(self, key: bytes | None) -> Route: ...
+
+    def release_dedicated(self, route: Route) -> None: ...
 
     def ready(self) -> bool: ...
 

@@ -18,8 +18,16 @@ class LocalBackend:
         self._execute = self.store.execute
         self.description = "in-process memory"
 
+    local = True
+
     def route(self) -> LocalBackend:
         return self
+
+    def dedicated(self, key: bytes | None) -> LocalBackend:
+        return self
+
+    def release_dedicated(self, route) -> None:
+        return None
 
     def ready(self) -> bool:
         return True
@@ -28,6 +36,14 @@ class LocalBackend:
         return None
 
     async def close(self) -> None:
+        return None
+
+    def peek(self, key: bytes) -> tuple[object, int | None]:
+        """The live value object and expiry of a key, for WATCH on this backend."""
+        store = self.store
+        return store._lookup_notouch(key), store._expires.get(key)
+
+    def close_route(self) -> None:
         return None
 
     def submit(self, args: list[bytes], waiter: Waiter, command=None) -> None:

@@ -6,7 +6,16 @@ answered by the proxy itself carry a handler; everything else is refused with a 
 (`refusals.REFUSALS`), never forwarded.  Importing this package registers every family.
 """
 
-from proxy.commands import connection, keys, strings  # noqa: F401 - they register themselves
+from proxy.commands import (  # noqa: F401 - they register themselves
+    connection,
+    hashes,
+    keys,
+    lists,
+    sets,
+    strings,
+    transactions,
+    zsets,
+)
 from proxy.commands.table import TABLE, Command, dispatch
 
 __all__ = ["TABLE", "Command", "dispatch"]

@@ -26,6 +26,7 @@ from collections import deque
 from hiredis import ReplyError
 
 from proxy.commands import dispatch
+from proxy.errors import UpstreamError
 from proxy.resp import writer
 from proxy.resp.reader import RequestReader
 
@@ -47,13 +48,14 @@ class Slot:
     after the command must not change how its reply is opened or encoded.
     """
 
-    __slots__ = ("client", "decode", "ctx", "data", "cache", "db", "proto")
+    __slots__ = ("client", "decode", "ctx", "data", "cache", "db", "proto", "start")
 
     def __init__(self, client, decode, ctx):
         self.client = client
         self.decode = decode
         self.ctx = ctx
         self.data: bytes | None = None
+        self.start: asyncio.Future | None = None  # a multi-step operation waiting its turn
         if client is not None:
             self.cache = client.cache
             self.db = client.db
@@ -103,6 +105,15 @@ class ClientConnection(asyncio.Protocol):
         self.db = 0
         self.proto = 2
         self.name: bytes | None = None
+        # MULTI ... EXEC: commands queued by the client (proxy.commands.transactions).
+        self.multi = None
+        # While a transaction is being assembled, forward() and reply() record what the
+        # commands would send and answer instead of doing it.
+        self.capture: list | None = None
+        watch = getattr(self, "watch", None)
+        self.watch = None  # WATCHed keys and the dedicated route they are watched on
+        if watch is not None:
+            watch.release()
 
     # -- asyncio callbacks ----------------------------------------------------------
 
@@ -120,6 +131,12 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self._closed = True
+        for slot in self._slots:
+            if slot.start is not None and not slot.start.done():
+                slot.start.cancel()
+        if self.watch is not None:
+            self.watch.release()
+            self.watch = None
         self._slots.clear()
         self._backlog.clear()
         release = getattr(self.cache.backend, "release", None)
@@ -164,6 +181,9 @@ class ClientConnection(asyncio.Protocol):
     # -- used by command handlers ---------------------------------------------------
 
     def reply(self, data: bytes) -> None:
+        if self.capture is not None:
+            self.capture.append(("local", data))
+            return
         if self._slots:
             slot = Slot(None, None, None)
             slot.data = data
@@ -172,12 +192,25 @@ class ClientConnection(asyncio.Protocol):
             self._out.append(data)
 
     def forward(self, args: list[bytes], decode, ctx, command=None) -> None:
+        if self.capture is not None:
+            self.capture.append(("forward", args, decode, ctx, self.db, command))
+            return
         slot = Slot(self, decode, ctx)
         self._slots.append(slot)
         self.route.submit(args, slot, command)
 
     def run_op(self, operation) -> None:
-        """Run a multi-step operation (a coroutine returning reply bytes) in order."""
+        """Run a multi-step operation (a coroutine returning reply bytes) in order.
+
+        It starts once every earlier command of this client has its reply (so it sees
+        their effects, whichever connection they took), and later commands wait for it.
+        """
+        if self.capture is not None:  # inside a transaction being assembled
+            operation.close()
+            self.capture.append(("local", writer.error(
+                "ERR cachecloak cannot run this command inside MULTI: it takes several "
+                "steps; run it outside the transaction")))
+            return
         slot = Slot(self, None, None)
         self._slots.append(slot)
         self._blocked += 1
@@ -209,10 +242,24 @@ class ClientConnection(asyncio.Protocol):
         self.close_after_reply()
 
     async def _run_operation(self, slot: Slot, operation) -> None:
+        started = False
         try:
+            if self._slots and self._slots[0] is not slot:
+                slot.start = asyncio.get_running_loop().create_future()
+                await slot.start
+            started = True
             slot.data = await operation
-        except Exception as exc:  # noqa: BLE001
+        except UpstreamError as exc:
             slot.data = writer.error(f"ERR cachecloak: {exc}")
+        except asyncio.CancelledError:
+            slot.data = writer.error("ERR cachecloak: the operation was cancelled")
+        except Exception as exc:  # noqa: BLE001 - the client must get a reply
+            log.error("internal error in a multi-step operation: %s at %s",
+                      type(exc).__name__, _where(exc))
+            slot.data = writer.error(f"ERR cachecloak internal error ({type(exc).__name__})")
+        finally:
+            if not started:
+                operation.close()
         self._blocked -= 1
         if self._closed:
             return
@@ -237,6 +284,10 @@ class ClientConnection(asyncio.Protocol):
         slots = self._slots
         while slots and slots[0].data is not None:
             out.append(slots.popleft().data)
+        if slots:
+            start = slots[0].start
+            if start is not None and not start.done():
+                start.set_result(None)  # a multi-step operation's turn has come
         if out:
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()

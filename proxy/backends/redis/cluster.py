@@ -409,6 +409,8 @@ def _lookup(name: bytes):
 
 
 class ClusterBackend:
+    local = False
+
     def __init__(self, cfg) -> None:
         redis = cfg.redis
         self._redis = redis
@@ -472,6 +474,20 @@ class ClusterBackend:
 
     def release(self, route: ClusterRoute) -> None:
         self._load[route.index] -= 1
+
+    def dedicated(self, key: bytes | None = None) -> UpstreamConnection:
+        """A connection of its own to the node that owns `key`'s slot (any primary when
+        there is no key): a transaction's keys must share a slot in a cluster anyway."""
+        node = self.slots[key_slot(key)] if key is not None else None
+        if node is None and self.primaries:
+            node = self.primaries[0]
+        if node is None:
+            raise UpstreamFailure(f"the Redis Cluster slot map is not known "
+                                  f"({self._last_error})")
+        return UpstreamConnection(node.settings, self.loop)
+
+    def release_dedicated(self, conn: UpstreamConnection) -> None:
+        conn.close()
 
     def ready(self) -> bool:
         return self.covered == SLOTS

@@ -28,6 +28,7 @@ import hiredis
 
 from proxy.backends import Reply, Waiter
 from proxy.backends.redis.tls import describe_handshake_error
+from proxy.errors import UpstreamError
 from proxy.resp import writer
 
 log = logging.getLogger("cachecloak.upstream")
@@ -91,7 +92,7 @@ class _HandshakeWaiter:
         return None
 
 
-class UpstreamFailure(Exception):
+class UpstreamFailure(UpstreamError):
     """A multi-step operation could not finish; str() is a safe one-line message."""
 
 
@@ -141,6 +142,10 @@ class UpstreamConnection(asyncio.Protocol):
             self._last_progress = time.monotonic()
         self._wbuf.append(hiredis.pack_command(tuple(args)))
         self._waiters.append(waiter)
+
+    def busy(self) -> bool:
+        """Commands are waiting for replies (a lent connection must be idle to be reused)."""
+        return bool(self._waiters)
 
     def flush(self) -> None:
         """Send what was queued, once per event-loop iteration.

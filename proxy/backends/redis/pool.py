@@ -24,8 +24,14 @@ from proxy.backends.redis.connection import (
 )
 from proxy.backends.redis.tls import client_context
 
+# Dedicated connections kept open for reuse after a transaction or read-modify-write;
+# more than this many at once are opened for the occasion and closed afterwards.
+MAX_IDLE_DEDICATED = 4
+
 
 class RedisBackend:
+    local = False
+
     def __init__(self, cfg, locator=None) -> None:
         """`locator`, when given, is a class from proxy.backends.redis.topology, built
         here with (cfg, settings); without it the pool uses the first address."""
@@ -41,6 +47,8 @@ class RedisBackend:
         self._size = redis.pool_size
         self.connections: list[UpstreamConnection] = []
         self.locator = locator(cfg, self._settings) if locator is not None else None
+        self._idle_dedicated: list[UpstreamConnection] = []
+        self._lent: set[UpstreamConnection] = set()
 
     @property
     def description(self) -> str:
@@ -65,7 +73,7 @@ class RedisBackend:
 
     def _on_primary(self, primary: tuple[str, int]) -> None:
         """The locator found the primary (it moved, or exists again): connect there now."""
-        for conn in self.connections:
+        for conn in [*self.connections, *self._lent, *self._idle_dedicated]:
             if conn.state is not DOWN and (conn.host, conn.port) != primary:
                 conn.abandon(f"the primary moved to {_hostport(*primary)}")
             conn.retry_now()  # only acts on a connection that is down
@@ -74,6 +82,31 @@ class RedisBackend:
         conn = min(self.connections, key=lambda c: c.clients)
         conn.clients += 1
         return conn
+
+    def dedicated(self, key: bytes | None = None) -> UpstreamConnection:
+        """A connection no other client uses, for WATCH/MULTI/EXEC (see proxy.backends)."""
+        while self._idle_dedicated:
+            conn = self._idle_dedicated.pop()
+            if conn.state is not DOWN:
+                self._lent.add(conn)
+                return conn
+            conn.close()
+        loop = asyncio.get_running_loop()
+        if self.locator is None:
+            conn = UpstreamConnection(self._settings, loop)
+        else:
+            conn = UpstreamConnection(self._settings, loop, locate=self.locator.locate,
+                                      follow_primary=True)
+        self._lent.add(conn)
+        return conn
+
+    def release_dedicated(self, conn: UpstreamConnection) -> None:
+        self._lent.discard(conn)
+        if (conn.state is READY and not conn.busy()
+                and len(self._idle_dedicated) < MAX_IDLE_DEDICATED):
+            self._idle_dedicated.append(conn)
+        else:
+            conn.close()
 
     def release(self, route: UpstreamConnection) -> None:
         route.clients -= 1
@@ -88,5 +121,5 @@ class RedisBackend:
     async def close(self) -> None:
         if self.locator is not None:
             await self.locator.close()
-        for conn in self.connections:
+        for conn in [*self.connections, *self._lent, *self._idle_dedicated]:
             conn.close()

@@ -654,10 +654,21 @@ class AutoBackend:
         self.chosen = backend
         return True
 
+    local = False
+
     def route(self):
         if self.chosen is not None:
             return self.chosen.route()
         return _PendingRoute(self)
+
+    def dedicated(self, key: bytes | None = None):
+        if self.chosen is None:
+            raise UpstreamFailure(self.unavailable())
+        return self.chosen.dedicated(key)
+
+    def release_dedicated(self, route) -> None:
+        if self.chosen is not None:
+            self.chosen.release_dedicated(route)
 
     def release(self, route) -> None:
         if isinstance(route, _PendingRoute):

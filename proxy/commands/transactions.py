@@ -1,0 +1,534 @@
+"""Transactions (MULTI, EXEC, DISCARD, WATCH, UNWATCH) and read-modify-write commands.
+
+Both are the same problem on encrypted data, so one engine runs both:
+
+* The client's queued commands are transformed like any other command ("capture": the
+  handlers run, but `client.forward` and `client.reply` record instead of acting), so a
+  transaction holds exactly the hashed keys and sealed values a single command would.
+* Commands whose result depends on the plaintext of the current value (INCR, APPEND,
+  SETRANGE, GETRANGE ...) cannot be computed by Redis on a ciphertext.  The engine
+  WATCHes their keys on a connection of its own, reads and decrypts the current values,
+  computes the results on a scratch in-process store (which has Redis's exact semantics
+  and error texts), and sends each as `SET <key> <new envelope> KEEPTTL` inside
+  MULTI/EXEC.  If another client changed one of those keys in between, EXEC returns nil
+  and the engine starts again (bounded): no update is ever lost.
+* A plain command of the transaction that touches one of those keys is replayed on the
+  scratch store too (in plaintext), so `SET k 5; INCR k` inside one MULTI gives 6.
+* The client's own WATCH runs on the same dedicated connection as its EXEC; when it
+  holds, EXEC's nil is the client's abort, as in Redis (no retry then).
+
+The in-process backend needs none of WATCH/MULTI/EXEC: the engine runs the steps
+without yielding to the event loop, so no other client can interleave.
+
+Not supported inside MULTI: commands that take several steps of their own (FLUSHDB and
+DBSIZE over a key prefix, multi-key set operations); they get an error element.
+
+Must never: send a plaintext value, apply an update twice, or log arguments.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+from hiredis import ReplyError
+
+from proxy.backends.local import LocalStore
+from proxy.cache import DecryptRefused
+from proxy.commands import replies
+from proxy.commands.table import TABLE, Command, arity_error, arity_ok, register
+from proxy.errors import UpstreamError
+from proxy.resp import writer
+from proxy.resp.writer import NULL_ARRAY
+
+QUEUED = writer.QUEUED
+EXECABORT = writer.error("EXECABORT Transaction discarded because of previous errors.")
+# Optimistic retries of one read-modify-write when other clients keep changing its keys.
+MAX_ATTEMPTS = 32
+
+# Read-modify-write commands: name -> does it write the key.
+RMW: dict[str, bool] = {
+    "incr": True, "incrby": True, "decr": True, "decrby": True, "incrbyfloat": True,
+    "append": True, "setrange": True, "getrange": False,
+}
+# In MULTI these run at once instead of being queued (Redis: processCommand).
+NOT_QUEUED = frozenset({"exec", "discard", "multi", "watch", "quit", "reset"})
+
+
+@dataclass
+class MultiState:
+    queue: list[list[bytes]] = field(default_factory=list)
+    failed: bool = False
+
+
+class WatchState:
+    """The client's WATCHed keys: a dedicated upstream route, or snapshots (local)."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.route = None
+        self.tokens: dict[bytes, object] = {}
+
+    def changed(self) -> bool:
+        """Local backend only: did a watched key change since WATCH?"""
+        return any(not _same(token, _token(self.backend, key))
+                   for key, token in self.tokens.items())
+
+    def release(self) -> None:
+        route, self.route = self.route, None
+        self.tokens = {}
+        if route is not None:
+            # UNWATCH goes first, so a reused connection carries no stale WATCH.
+            route.submit([b"UNWATCH"], _Ignore())
+            route.flush()
+            self.backend.release_dedicated(route)
+
+
+class _Ignore:
+    __slots__ = ()
+    client = None
+
+    def complete(self, reply) -> None:
+        return None
+
+    def fail(self, error_reply: bytes) -> None:
+        return None
+
+
+def _token(backend, key: bytes) -> object:
+    value, expires = backend.peek(key)
+    if isinstance(value, (dict, set, list)) or hasattr(value, "appendleft"):
+        return ("copy", copy.copy(value), expires)
+    return ("ref", value, expires)
+
+
+def _same(a, b) -> bool:
+    if a[0] != b[0] or a[2] != b[2]:
+        return False
+    return a[1] == b[1] if a[0] == "copy" else a[1] is b[1]
+
+
+# -- command handlers ------------------------------------------------------------------
+
+def queue_in_multi(client, command: Command | None, args: list[bytes]) -> bool:
+    """Called by dispatch while the client is in MULTI; True when the command was handled
+    here (queued, or refused and the transaction flagged)."""
+    if command is not None and command.name in NOT_QUEUED:
+        return False
+    multi = client.multi
+    if command is None:
+        from proxy.commands.refusals import refusal
+
+        client.reply(refusal(args))
+        multi.failed = True
+        return True
+    if not arity_ok(command.arity, len(args)):
+        client.reply(arity_error(command.name))
+        multi.failed = True
+        return True
+    multi.queue.append(args)
+    client.reply(QUEUED)
+    return True
+
+
+def abort_exec(client, reason: str) -> None:
+    """Redis answers a rejected EXEC (wrong arity) with EXECABORT and discards."""
+    client.multi = None
+    _unwatch(client)
+    client.reply(writer.error(f"EXECABORT Transaction discarded because of: {reason}"))
+
+
+def run_multi(client, command, args):
+    if client.multi is not None:
+        client.reply(writer.error("ERR MULTI calls can not be nested"))
+        return
+    client.multi = MultiState()
+    client.reply(writer.OK)
+
+
+def run_discard(client, command, args):
+    if client.multi is None:
+        client.reply(writer.error("ERR DISCARD without MULTI"))
+        return
+    client.multi = None
+    _unwatch(client)
+    client.reply(writer.OK)
+
+
+def run_exec(client, command, args):
+    multi = client.multi
+    if multi is None:
+        client.reply(writer.error("ERR EXEC without MULTI"))
+        return
+    client.multi = None
+    watch, client.watch = client.watch, None
+    if multi.failed:
+        if watch is not None:
+            watch.release()
+        client.reply(EXECABORT)
+        return
+    client.run_op(_exec_reply(client, multi.queue, watch))
+
+
+async def _exec_reply(client, queue, watch) -> bytes:
+    elements = await execute(client, queue, watch)
+    if elements is None:
+        return NULL_ARRAY[client.proto]
+    if isinstance(elements, bytes):
+        return elements  # an error for the whole transaction
+    return b"*%d\r\n" % len(elements) + b"".join(elements)
+
+
+def run_watch(client, command, args):
+    if client.multi is not None:
+        client.reply(writer.error("ERR WATCH inside MULTI is not allowed"))
+        return
+    cache, db = client.cache, client.db
+    keys = [cache.stored_key(db, key) for key in args[1:]]
+    client.run_op(_watch(client, keys))
+
+
+async def _watch(client, keys: list[bytes]) -> bytes:
+    backend = client.cache.backend
+    watch = client.watch
+    if watch is None:
+        watch = client.watch = WatchState(backend)
+    if backend.local:
+        for key in keys:
+            watch.tokens.setdefault(key, _token(backend, key))
+        return writer.OK
+    if watch.route is None:
+        watch.route = backend.dedicated(keys[0])
+    reply = await watch.route.call([b"WATCH", *keys])
+    if isinstance(reply, ReplyError):
+        return writer.error(str(reply))
+    return writer.OK
+
+
+def run_unwatch(client, command, args):
+    _unwatch(client)
+    client.reply(writer.OK)
+
+
+def _unwatch(client) -> None:
+    watch, client.watch = client.watch, None
+    if watch is not None:
+        watch.release()
+
+
+def run_rmw(client, command, args):
+    """INCR, APPEND, GETRANGE ...: a one-command transaction (or part of the client's)."""
+    if client.capture is not None:
+        client.capture.append(("rmw", args, client.db, command))
+        return
+    client.run_op(_single(client, args))
+
+
+async def _single(client, args) -> bytes:
+    elements = await execute(client, [args], None)
+    if isinstance(elements, bytes):
+        return elements
+    return elements[0]
+
+
+# -- the engine ------------------------------------------------------------------------
+
+def _assemble(client, queue: list[list[bytes]]) -> tuple[list[tuple], int]:
+    """Transform the queued commands without sending them; also return the logical db
+    the client has after them (SELECT inside MULTI takes effect at EXEC)."""
+    from proxy.commands.table import dispatch
+
+    items: list[tuple] = []
+    db_before = client.db
+    client.capture = captured = []
+    try:
+        for args in queue:
+            before = len(captured)
+            dispatch(client, list(args))
+            if len(captured) != before + 1:  # defensive: exactly one element per command
+                del captured[before:]
+                captured.append(("local", writer.error(
+                    "ERR cachecloak could not queue this command")))
+            items.append((args, captured[-1]))
+    finally:
+        client.capture = None
+        db_after, client.db = client.db, db_before
+    return items, db_after
+
+
+def _rmw_keys(cache, items) -> list[bytes]:
+    keys: list[bytes] = []
+    for _args, item in items:
+        if item[0] == "rmw":
+            stored = cache.stored_key(item[2], item[1][1])
+            if stored not in keys:
+                keys.append(stored)
+    return keys
+
+
+def _touched_keys(item) -> list[bytes]:
+    """Stored keys a forwarded item names (from its command's key positions)."""
+    _kind, args, _decode, _ctx, _db, command = item
+    if command is None:
+        return []
+    first, last, step = command.keys
+    if first == 0:
+        return []
+    if last < 0:
+        last += len(args)
+    return [args[i] for i in range(first, last + 1, step)]
+
+
+def _mirror_args(cache, db: int, plain: list[bytes], command: Command) -> list[bytes]:
+    """The plaintext command with its keys replaced by stored names, for the scratch."""
+    args = list(plain)
+    first, last, step = command.keys
+    if last < 0:
+        last += len(args)
+    for i in range(first, last + 1, step):
+        args[i] = cache.stored_key(db, args[i])
+    return args
+
+
+def _load_scratch(cache, values: dict[tuple[int, bytes], object]
+                  ) -> tuple[LocalStore, bytes | None]:
+    scratch = LocalStore()
+    for (db, key), blob in values.items():
+        if isinstance(blob, ReplyError):  # WRONGTYPE: keep it a non-string in the scratch
+            scratch._store(key, {})
+            continue
+        if blob is None:
+            continue
+        try:
+            plain = cache.open(db, key, blob)
+        except DecryptRefused as exc:
+            return scratch, writer.error(str(exc))
+        if plain is not None:  # a value that does not open reads as missing (a miss)
+            scratch._store(key, plain)
+    return scratch, None
+
+
+def _plan(client, items, scratch: LocalStore):
+    """Walk the transaction: what to send upstream per element, and how to answer it.
+
+    Returns a list of (upstream_args | None, answer) where answer is ("local", bytes),
+    ("decode", item) or ("scratch", reply)."""
+    cache = client.cache
+    rmw_keys = {cache.stored_key(item[2], item[1][1])
+                for _a, item in items if item[0] == "rmw"}
+    plan = []
+    for plain, item in items:
+        kind = item[0]
+        if kind == "local":
+            plan.append((None, ("local", item[1])))
+            continue
+        if kind == "forward":
+            command = item[5]
+            if rmw_keys and command is not None and any(
+                    k in rmw_keys for k in _touched_keys(item)):
+                scratch.execute(_mirror_args(cache, item[4], plain, command))
+            plan.append((item[1], ("decode", item)))
+            continue
+        _, args, db, command = item
+        key = cache.stored_key(db, args[1])
+        reply = scratch.execute([args[0], key, *args[2:]])
+        if isinstance(reply, ReplyError) or not RMW[command.name]:
+            plan.append((None, ("scratch", reply)))
+            continue
+        new = scratch.execute([b"GET", key])
+        if new is None:  # nothing was created (SETRANGE with an empty value on no key)
+            plan.append((None, ("scratch", reply)))
+            continue
+        write = [b"SET", key, cache.seal(db, key, new), b"KEEPTTL"]
+        plan.append((write, ("scratch", reply)))
+    return plan
+
+
+def _answer(client, answer, reply) -> bytes:
+    kind = answer[0]
+    if kind == "local":
+        return answer[1]
+    if kind == "scratch":
+        if reply is not None and isinstance(reply, ReplyError):
+            return writer.error(str(reply))  # the write itself failed (OOM, READONLY)
+        value = answer[1]
+        if isinstance(value, ReplyError):
+            return writer.error(str(value))
+        return writer.value(value, client.proto)
+    from proxy.server.client import Slot
+
+    item = answer[1]
+    slot = Slot(client, item[2], item[3])
+    slot.db = item[4]
+    slot.complete(reply)
+    return slot.data
+
+
+async def execute(client, queue: list[list[bytes]], watch: WatchState | None):
+    """Run a transaction; the list of element replies, None when a WATCH aborted it, or
+    one error reply for the whole transaction."""
+    cache = client.cache
+    backend = cache.backend
+    items, db_after = _assemble(client, queue)
+    if not items:
+        if watch is not None:
+            watch.release()
+        return []
+    if backend.local:
+        return _execute_local(client, items, watch, db_after)
+    route = watch.route if watch is not None and watch.route is not None else None
+    if watch is not None:
+        watch.route = None  # EXEC ends the client's WATCH whatever happens
+    if route is None:
+        first_key = next(iter(_first_keys(cache, items)), None)
+        route = backend.dedicated(first_key)
+    clean = False  # True once no WATCH can be left on the connection
+    try:
+        rmw_keys = _rmw_keys(cache, items)
+        for _attempt in range(MAX_ATTEMPTS):
+            scratch, problem = LocalStore(), None
+            if rmw_keys:
+                values = await _watch_and_read(route, rmw_keys)
+                if isinstance(values, bytes):
+                    return values
+                scratch, problem = _load_scratch(cache, {
+                    (_db_of(items, key, cache), key): blob for key, blob in values.items()})
+                if problem is not None:
+                    return problem
+            plan = _plan(client, items, scratch)
+            upstream = [args for args, _ in plan if args is not None]
+            result = await _multi_exec(route, upstream)
+            clean = True  # EXEC (even an aborted one) clears every WATCH
+            if isinstance(result, bytes):
+                return result
+            if result is None:
+                if watch is not None or not rmw_keys:
+                    return None  # the client's own WATCH saw a change: its abort
+                clean = False
+                continue  # another client changed a key we read: compute again
+            replies_iter = iter(result)
+            elements = []
+            for args, answer in plan:
+                reply = next(replies_iter) if args is not None else None
+                elements.append(_answer(client, answer, reply))
+            client.db = db_after
+            return elements
+        return writer.error("ERR cachecloak: the keys of this read-modify-write kept "
+                            "changing under other clients' writes; try again")
+    finally:
+        if clean:
+            backend.release_dedicated(route)
+        else:  # it may still hold a WATCH: never lend it again
+            route.close()
+
+
+def _first_keys(cache, items):
+    for _plain, item in items:
+        if item[0] == "forward":
+            keys = _touched_keys(item)
+            if keys:
+                yield keys[0]
+        elif item[0] == "rmw":
+            yield cache.stored_key(item[2], item[1][1])
+
+
+def _db_of(items, stored: bytes, cache) -> int:
+    for _plain, item in items:
+        if item[0] == "rmw" and cache.stored_key(item[2], item[1][1]) == stored:
+            return item[2]
+    return 0
+
+
+async def _watch_and_read(route, keys: list[bytes]):
+    """WATCH the keys, then read them; {key: blob or WRONGTYPE error} or an error reply."""
+    futures = [_submit(route, [b"WATCH", *keys])]
+    futures += [_submit(route, [b"GET", key]) for key in keys]
+    route.flush()
+    results = [await f for f in futures]
+    if isinstance(results[0], ReplyError):
+        return writer.error(str(results[0]))
+    values = {}
+    for key, reply in zip(keys, results[1:], strict=True):
+        if isinstance(reply, ReplyError) and not str(reply).startswith("WRONGTYPE"):
+            return writer.error(str(reply))
+        values[key] = reply
+    return values
+
+
+async def _multi_exec(route, commands: list[list[bytes]]):
+    """MULTI, the commands, EXEC on one connection: EXEC's array, None (aborted by a
+    WATCH), or an error reply for the whole transaction (EXECABORT)."""
+    futures = [_submit(route, [b"MULTI"])]
+    futures += [_submit(route, args) for args in commands]
+    futures.append(_submit(route, [b"EXEC"]))
+    route.flush()
+    results = [await f for f in futures]
+    exec_reply = results[-1]
+    if isinstance(exec_reply, ReplyError):
+        return writer.error(str(exec_reply))
+    return exec_reply
+
+
+def _submit(route, args: list[bytes]):
+    import asyncio
+
+    from proxy.backends.redis.connection import _FutureWaiter
+
+    future = asyncio.get_running_loop().create_future()
+    route.submit(args, _FutureWaiter(future))
+    return future
+
+
+def _execute_local(client, items, watch, db_after):
+    """The in-process backend: run every element now, without yielding (atomic)."""
+    cache = client.cache
+    store = cache.backend
+    if watch is not None:
+        changed = watch.changed()
+        watch.release()
+        if changed:
+            return None
+    elements = []
+    for plain, item in items:
+        kind = item[0]
+        if kind == "local":
+            elements.append(item[1])
+        elif kind == "forward":
+            elements.append(_answer(client, ("decode", item), store.store.execute(item[1])))
+        else:
+            _, args, db, _command = item
+            key = cache.stored_key(db, args[1])
+            blob = store.store.execute([b"GET", key])
+            scratch, problem = _load_scratch(cache, {(db, key): blob})
+            if problem is not None:
+                elements.append(problem)
+                continue
+            plan = _plan(client, [(plain, item)], scratch)
+            write, answer = plan[0]
+            reply = store.store.execute(write) if write is not None else None
+            elements.append(_answer(client, answer, reply))
+    client.db = db_after
+    return elements
+
+
+def _install() -> None:
+    register(
+        Command("multi", 1, run=run_multi),
+        Command("exec", 1, run=run_exec),
+        Command("discard", 1, run=run_discard),
+        Command("watch", -2, run=run_watch, keys=(1, -1, 1)),
+        Command("unwatch", 1, run=run_unwatch),
+        Command("incr", 2, run=run_rmw, keys=(1, 1, 1)),
+        Command("decr", 2, run=run_rmw, keys=(1, 1, 1)),
+        Command("incrby", 3, run=run_rmw, keys=(1, 1, 1)),
+        Command("decrby", 3, run=run_rmw, keys=(1, 1, 1)),
+        Command("incrbyfloat", 3, run=run_rmw, keys=(1, 1, 1)),
+        Command("append", 3, run=run_rmw, keys=(1, 1, 1)),
+        Command("setrange", 4, run=run_rmw, keys=(1, 1, 1)),
+        Command("getrange", 4, run=run_rmw, keys=(1, 1, 1)),
+    )
+
+
+_install()
+assert all(name.encode() in TABLE for name in RMW)
+__all__ = ["UpstreamError", "execute", "queue_in_multi", "replies"]
