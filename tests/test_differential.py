@@ -653,7 +653,7 @@ def test_unknown_command_does_not_echo_arguments(pair):
     ("KEYS", "*"), ("SCAN", "0"), ("RANDOMKEY",), ("EVAL", "return 1", "0"), ("SORT", "k"),
     ("LCS", "k", "v"), ("BITCOUNT", "h"), ("FCALL", "f", "0"), ("PUBLISH", "c", "m"),
     ("CONFIG", "GET", "*"), ("OBJECT", "ENCODING", "k"), ("DUMP", "k"), ("BLPOP", "l", "0.01"),
-    ("RENAME", "a", "b"), ("PFADD", "k", "0", "1"), ("SETBIT", "k", "1", "1"),
+    ("MIGRATE", "h", "1", "a", "0", "5"), ("PFADD", "k", "0", "1"), ("SETBIT", "k", "1", "1"),
     ("keys",), ("Keys", "a", "b", "c"),
 ])
 def test_refused_commands(pair, args):

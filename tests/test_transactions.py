@@ -91,6 +91,33 @@ RMW_SEQUENCES = {
     ],
 }
 
+KEY_MOVES = {
+    "rename-string": [
+        ("SET", "a", "v", "EX", "500"), ("RENAME", "a", "b"), ("GET", "a"), ("GET", "b"),
+        ("TTL", "b"), ("RENAME", "a", "b"), ("RENAME", "b", "b"), ("GET", "b"),
+        ("SET", "c", "other"), ("RENAMENX", "b", "c"), ("RENAMENX", "b", "d"), ("GET", "d"),
+        ("RENAMENX", "d", "d"), ("EXISTS", "b"),
+    ],
+    "copy-string": [
+        ("SET", "a", "v"), ("COPY", "a", "b"), ("GET", "b"), ("COPY", "a", "b"),
+        ("SET", "a", "w"), ("COPY", "a", "b", "REPLACE"), ("GET", "b"), ("COPY", "x", "y"),
+        ("COPY", "a", "a"), ("COPY", "a", "b", "DB", "1"), ("COPY", "a", "z", "DB", "x"),
+        ("COPY", "a", "z", "DB", "99"), ("COPY", "a", "z", "NOPE"), ("SELECT", "1"),
+        ("GET", "b"), ("SELECT", "0"),
+    ],
+    "rename-other-types": [
+        ("HSET", "h", "f1", "v1", "f2", "v2"), ("RENAME", "h", "h2"), ("HGET", "h2", "f1"),
+        ("HGETALL", "h2"), ("HLEN", "h2"), ("EXISTS", "h"),
+        ("RPUSH", "l", "x", "y", "z"), ("EXPIRE", "l", "900"), ("RENAME", "l", "l2"),
+        ("LRANGE", "l2", "0", "-1"), ("TTL", "l2"),
+        ("SADD", "s", "m1", "m2"), ("COPY", "s", "s2"), ("SISMEMBER", "s2", "m1"),
+        ("SCARD", "s2"), ("SISMEMBER", "s", "m2"),
+        ("ZADD", "z", "1.5", "a", "2", "b"), ("RENAME", "z", "z2"),
+        ("ZRANGE", "z2", "0", "-1", "WITHSCORES"), ("ZSCORE", "z2", "a"),
+        ("SET", "str", "1"), ("RENAME", "z2", "str"), ("TYPE", "str"), ("ZCARD", "str"),
+    ],
+}
+
 TRANSACTIONS = {
     "basic": [
         ("MULTI",), ("SET", "c", "5"), ("INCR", "c"), ("EXPIRE", "c", "60"), ("GET", "c"),
@@ -140,6 +167,11 @@ TRANSACTIONS = {
 @pytest.mark.parametrize("name", sorted(RMW_SEQUENCES))
 def test_read_modify_write_matches_redis(pair, name):
     pair.run(RMW_SEQUENCES[name])
+
+
+@pytest.mark.parametrize("name", sorted(KEY_MOVES))
+def test_rename_and_copy_match_redis(pair, name):
+    pair.run(KEY_MOVES[name])
 
 
 @pytest.mark.parametrize("name", sorted(TRANSACTIONS))

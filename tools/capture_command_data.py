@@ -53,9 +53,10 @@ COMMANDS: tuple[str, ...] = (
     "hexists", "hlen", "hgetall", "hkeys", "hvals", "hstrlen", "hincrby", "hincrbyfloat",
     "hrandfield", "sadd", "srem", "sismember", "smismember", "smembers", "scard", "spop",
     "srandmember", "sinter", "sunion", "sdiff", "sinterstore", "sunionstore", "sdiffstore",
-    "lpush", "rpush", "lpushx", "rpushx", "lpop", "rpop", "lrange", "llen", "lindex", "lset",
-    "ltrim", "lmove", "zadd", "zrem", "zscore", "zmscore", "zincrby", "zcard", "zcount", "zrank",
-    "zrevrank", "zrange", "zrangebyscore", "zrevrange", "zremrangebyscore", "zremrangebyrank",
+    "smove", "lpush", "rpush", "lpushx", "rpushx", "lpop", "rpop", "lrange", "llen", "lindex",
+    "lset", "ltrim", "lmove", "rpoplpush", "zadd", "zrem", "zscore", "zmscore", "zincrby",
+    "zcard", "zcount", "zrank", "zrevrank", "zrange", "zrangebyscore", "zrevrange",
+    "zrevrangebyscore", "zremrangebyscore", "zremrangebyrank",
     "zpopmin", "zpopmax", "multi", "exec", "discard", "watch", "unwatch", "ping", "echo", "quit",
     "reset", "hello", "auth", "select", "client", "command", "info", "time",
 )

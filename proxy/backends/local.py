@@ -43,14 +43,17 @@ Numbers
     ``inf``/``infinity``, range errors) is reproduced for score arguments.
 
 Cursors (SCAN and friends) -- documented difference from Redis
-    SCAN orders keys by a 64-bit hash and the cursor is "the next hash value to
-    visit" (0 = start/finished).  This is stateless, so every key that exists for the
-    whole scan is returned at least once (exactly once unless the store is modified
-    heavily), even when other clients scan at the same time; keys are served from a
-    hash-sorted snapshot that is rebuilt (O(n log n)) by a ``SCAN 0`` only after keys
-    were created since the previous snapshot.  Cursor numbers therefore differ from
-    Redis's.  HSCAN, SSCAN and ZSCAN return the whole (MATCH-filtered) collection in
-    one reply with cursor 0, as Redis itself does for small (listpack/intset) ones.
+    SCAN orders keys by their 64-bit hash and the cursor is "the next hash position
+    to visit" (0 = start and end).  The cursor does not depend on any state, so every
+    key that exists for the whole scan is returned exactly once, whatever is written,
+    deleted, evicted or re-ordered meanwhile and however many clients scan at once
+    (keys created or deleted during the scan may or may not be returned, as in Redis).
+    Keys are served from a hash-sorted index: built by the first SCAN (O(n log n),
+    once), then kept current by merging the keys created since into it when a scan
+    starts (a linear merge) and pruning entries of deleted keys once they outnumber
+    live ones.  Each call costs O(COUNT + log n).  Cursor numbers differ from Redis's.
+    HSCAN, SSCAN and ZSCAN return the whole (MATCH-filtered) collection in one reply
+    with cursor 0, as Redis itself does for small (listpack/intset) collections.
 
 Other deliberate differences
     * COPY's ``DB n`` option: the store is a single database, so it behaves like a
@@ -185,6 +188,7 @@ _LONG_MAX_HALF = LLONG_MAX // 2  # C's LONG_MAX / 2, the WITHVALUES/WITHSCORES b
 _INT_MIN = -(2**31)
 _INT_MAX = 2**31 - 1
 _ULONG_MASK = 2**64 - 1
+_HASH_OFFSET = 2**63  # SCAN cursor = Python's signed 64-bit hash + 2**63
 
 _rng = random.Random()
 
@@ -818,6 +822,12 @@ def _lex_slice(items: list, low: tuple, high: tuple, offset: int, limit: int,
     return out
 
 
+def _hash_run(keys: Iterable[bytes]) -> tuple[list[int], list[bytes]]:
+    """Keys sorted by hash, with their hashes (bytes cache their hash: cheap)."""
+    ordered = sorted(keys, key=hash)
+    return list(map(hash, ordered)), ordered
+
+
 def _duplicate(value: Any) -> Any:
     """A deep copy for COPY (members and values are immutable bytes)."""
     if type(value) is bytes:
@@ -828,8 +838,8 @@ def _duplicate(value: Any) -> Any:
 class LocalStore:
     """An in-memory keyspace that executes Redis 7.0 commands on argument lists."""
 
-    __slots__ = ("_clock", "_commands", "_created", "_data", "_expires", "_heap", "_lru",
-                 "_max", "_scan_created", "_scan_snapshot")
+    __slots__ = ("_clock", "_commands", "_data", "_expires", "_heap", "_lru", "_max",
+                 "_scan_delta", "_scan_runs")
 
     def __init__(self, max_entries: int | None = None,
                  clock: Callable[[], float] = time.time) -> None:
@@ -844,10 +854,10 @@ class LocalStore:
         # otherwise so unbounded stores pay nothing for it.
         self._lru = max_entries is not None
         self._clock = clock
-        # Key creations so far, and their number when the SCAN snapshot was taken.
-        self._created = 0
-        self._scan_created = -1
-        self._scan_snapshot: list[tuple[int, bytes]] | None = None
+        # SCAN's index: runs of keys sorted by hash, built by the first SCAN; keys
+        # created since then wait in _scan_delta until the next SCAN 0 adds them.
+        self._scan_runs: list[tuple[list[int], list[bytes]]] | None = None
+        self._scan_delta: list[bytes] | None = None
         self._commands: dict[bytes, tuple[Callable[[list[bytes]], Reply], int, str]] = {}
         for name, arity, method in (
             ("get", 2, self._get),
@@ -1069,7 +1079,12 @@ class LocalStore:
             if self._max is not None and len(data) >= self._max:
                 self._make_room()
             data[key] = value
-            self._created += 1
+            delta = self._scan_delta
+            if delta is not None:
+                delta.append(key)
+                if len(delta) > len(data) + _HEAP_SLACK:
+                    # No SCAN 0 for a long time: free the index; the next SCAN rebuilds.
+                    self._scan_runs = self._scan_delta = None
         if not keepttl and self._expires:
             self._expires.pop(key, None)
 
@@ -1485,7 +1500,7 @@ class LocalStore:
         self._data.clear()
         self._expires.clear()
         self._heap.clear()
-        self._scan_snapshot = None
+        self._scan_runs = self._scan_delta = None
         return _OK
 
     # ------------------------------------------------------- generic helpers
@@ -1736,24 +1751,38 @@ class LocalStore:
         if isinstance(options, hiredis.ReplyError):
             return options
         count, pattern, typename = options
-        snapshot = self._scan_snapshot
-        if snapshot is None or (cursor == 0 and self._scan_created != self._created):
-            # Keys ordered by a 64-bit hash: a cursor is the next hash to visit, so it
-            # stays meaningful across snapshots (see the module docstring).
-            self._sweep(None)
-            snapshot = sorted((hash(key) & _ULONG_MASK, key) for key in self._data)
-            self._scan_snapshot = snapshot
-            self._scan_created = self._created
-        size = len(snapshot)
-        start = bisect_left(snapshot, (cursor,))
-        stop = min(start + count, size)
-        while start < stop < size and snapshot[stop][0] == snapshot[stop - 1][0]:
-            stop += 1  # never split keys with equal hashes across two calls
-        next_cursor = snapshot[stop - 1][0] + 1 if stop < size else 0
+        runs = self._scan_runs_for(cursor == 0)
+        # The batch is every key whose hash lies in [cursor, bound], bound being the
+        # COUNT-th smallest hash >= cursor over all runs (whole equal-hash groups).
+        position = cursor - _HASH_OFFSET
+        starts = []
+        candidates: list[int] = []
+        for hashes, _ in runs:
+            i = bisect_left(hashes, position)
+            starts.append(i)
+            candidates += hashes[i:i + count]
+        if not candidates:
+            return [b"0", []]
+        if len(candidates) > count:
+            candidates.sort()
+            bound = candidates[count - 1]
+        else:
+            bound = max(candidates)
+        more = False
+        batch: list[bytes] = []
+        for (hashes, run_keys), i in zip(runs, starts, strict=True):
+            j = bisect_right(hashes, bound, i)
+            batch += run_keys[i:j]
+            more = more or j < len(hashes)
+        next_cursor = bound + _HASH_OFFSET + 1 if more else 0
         match = _matcher(pattern) if pattern is not None else None
         lookup = self._lookup_notouch
         keys = []
-        for _, key in islice(snapshot, start, stop):
+        seen: set[bytes] = set()
+        for key in batch:
+            if key in seen:
+                continue  # deleted and re-created: in two runs, returned once
+            seen.add(key)
             if match is not None and not match(key):
                 continue
             value = lookup(key)
@@ -1763,6 +1792,31 @@ class LocalStore:
                 continue
             keys.append(key)
         return [b"%d" % next_cursor, keys]
+
+    def _scan_runs_for(self, new_scan: bool) -> list[tuple[list[int], list[bytes]]]:
+        """SCAN's index: runs of (hashes, keys) sorted by hash.
+
+        A cursor is "the next hash position", so it stays valid however the index
+        changes.  The first SCAN sorts every key (O(n log n), once).  Keys created later
+        become a new small run when a scan starts (keys created during a scan need not
+        be returned); runs are merged size-tiered, so there are O(log n) of them and a
+        key takes part in O(log n) merges.  Entries of deleted keys are dropped by a
+        rebuild once they outnumber live keys (amortised over those deletions)."""
+        runs = self._scan_runs
+        data = self._data
+        if runs is None:
+            self._sweep(None)
+            runs = self._scan_runs = [_hash_run(data)]
+            self._scan_delta = []
+        elif new_scan and self._scan_delta:
+            runs.append(_hash_run(self._scan_delta))
+            self._scan_delta = []
+            while len(runs) > 1 and len(runs[-2][1]) <= 2 * len(runs[-1][1]):
+                newer = runs.pop()
+                runs[-1] = _hash_run(runs[-1][1] + newer[1])  # Timsort: merges two runs
+            if sum(len(keys) for _, keys in runs) > 2 * len(data) + _HEAP_SLACK:
+                runs[:] = [_hash_run(data)]
+        return runs
 
     def _keys(self, args: list[bytes]) -> Reply:
         self._sweep(None)

@@ -48,8 +48,6 @@ _GROUPS: dict[str, tuple[str, ...]] = {
     _BLOCKING: ("blpop", "brpop", "brpoplpush", "blmove", "blmpop", "bzpopmin", "bzpopmax",
                 "bzmpop", "xread", "xreadgroup"),
     _NOT_YET: (
-        "incr", "incrby", "decr", "decrby", "incrbyfloat", "append", "setrange", "getrange",
-        "rename", "renamenx", "copy", "multi", "exec", "discard", "watch", "unwatch",
         "hincrby", "hincrbyfloat", "sintercard", "lmpop", "zrangestore", "zdiff",
         "zdiffstore", "zinter", "zintercard", "zinterstore", "zunion", "zunionstore",
         "zrandmember", "zmpop", "geoadd", "geodist", "geohash", "geopos", "georadius",
