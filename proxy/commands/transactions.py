@@ -46,11 +46,14 @@ EXECABORT = writer.error("EXECABORT Transaction discarded because of previous er
 # Optimistic retries of one read-modify-write when other clients keep changing its keys.
 MAX_ATTEMPTS = 32
 
-# Read-modify-write commands: name -> does it write the key.
+# Read-modify-write commands: name -> does it write.  HINCRBY and HINCRBYFLOAT act on
+# one field of a hash (key, field); the others on a string key.
 RMW: dict[str, bool] = {
     "incr": True, "incrby": True, "decr": True, "decrby": True, "incrbyfloat": True,
     "append": True, "setrange": True, "getrange": False,
+    "hincrby": True, "hincrbyfloat": True,
 }
+HASH_RMW = frozenset({"hincrby", "hincrbyfloat"})
 # In MULTI these run at once instead of being queued (Redis: processCommand).
 NOT_QUEUED = frozenset({"exec", "discard", "multi", "watch", "quit", "reset"})
 
@@ -256,14 +259,37 @@ def _assemble(client, queue: list[list[bytes]]) -> tuple[list[tuple], int]:
     return items, db_after
 
 
-def _rmw_keys(cache, items) -> list[bytes]:
-    keys: list[bytes] = []
+class _Target:
+    """What one read-modify-write reads and writes: a string key, or one hash field."""
+
+    __slots__ = ("db", "key", "field", "sealed_field")
+
+    def __init__(self, cache, item):
+        _, args, db, command = item
+        self.db = db
+        self.key = cache.stored_key(db, args[1])
+        if command.name in HASH_RMW:
+            self.field = args[2]
+            self.sealed_field = cache.seal_member(db, self.key, args[2])
+        else:
+            self.field = self.sealed_field = None
+
+    def ident(self) -> tuple:
+        return (self.key, self.sealed_field)
+
+    def read(self) -> list[bytes]:
+        if self.field is None:
+            return [b"GET", self.key]
+        return [b"HGET", self.key, self.sealed_field]
+
+
+def _targets(cache, items) -> list[_Target]:
+    seen: dict[tuple, _Target] = {}
     for _args, item in items:
         if item[0] == "rmw":
-            stored = cache.stored_key(item[2], item[1][1])
-            if stored not in keys:
-                keys.append(stored)
-    return keys
+            target = _Target(cache, item)
+            seen.setdefault(target.ident(), target)
+    return list(seen.values())
 
 
 def _touched_keys(item) -> list[bytes]:
@@ -290,21 +316,30 @@ def _mirror_args(cache, db: int, plain: list[bytes], command: Command) -> list[b
     return args
 
 
-def _load_scratch(cache, values: dict[tuple[int, bytes], object]
+def _load_scratch(cache, reads: list[tuple[_Target, object]]
                   ) -> tuple[LocalStore, bytes | None]:
+    """A scratch store holding the decrypted current values the transaction reads."""
     scratch = LocalStore()
-    for (db, key), blob in values.items():
-        if isinstance(blob, ReplyError):  # WRONGTYPE: keep it a non-string in the scratch
-            scratch._store(key, {})
+    for target, blob in reads:
+        key = target.key
+        if isinstance(blob, ReplyError):  # WRONGTYPE: a value of the other kind
+            scratch._store(key, {} if target.field is None else b"")
             continue
         if blob is None:
             continue
         try:
-            plain = cache.open(db, key, blob)
+            if target.field is None:
+                plain = cache.open(target.db, key, blob)
+            else:
+                plain = cache.open(target.db, key, blob, target.sealed_field)
         except DecryptRefused as exc:
             return scratch, writer.error(str(exc))
-        if plain is not None:  # a value that does not open reads as missing (a miss)
+        if plain is None:  # a value that does not open reads as missing (a miss)
+            continue
+        if target.field is None:
             scratch._store(key, plain)
+        else:
+            scratch.execute([b"HSET", key, target.field, plain])
     return scratch, None
 
 
@@ -316,7 +351,7 @@ def _plan(client, items, scratch: LocalStore):
     cache = client.cache
     rmw_keys = {cache.stored_key(item[2], item[1][1])
                 for _a, item in items if item[0] == "rmw"}
-    plan = []
+    plan: list[tuple[list[bytes] | None, tuple]] = []
     for plain, item in items:
         kind = item[0]
         if kind == "local":
@@ -330,16 +365,22 @@ def _plan(client, items, scratch: LocalStore):
             plan.append((item[1], ("decode", item)))
             continue
         _, args, db, command = item
-        key = cache.stored_key(db, args[1])
+        target = _Target(cache, item)
+        key = target.key
         reply = scratch.execute([args[0], key, *args[2:]])
         if isinstance(reply, ReplyError) or not RMW[command.name]:
             plan.append((None, ("scratch", reply)))
             continue
-        new = scratch.execute([b"GET", key])
-        if new is None:  # nothing was created (SETRANGE with an empty value on no key)
-            plan.append((None, ("scratch", reply)))
-            continue
-        write = [b"SET", key, cache.seal(db, key, new), b"KEEPTTL"]
+        if target.field is None:
+            new = scratch.execute([b"GET", key])
+            if new is None:  # nothing was created (SETRANGE "" on a missing key)
+                plan.append((None, ("scratch", reply)))
+                continue
+            write = [b"SET", key, cache.seal(db, key, new), b"KEEPTTL"]
+        else:
+            new = scratch.execute([b"HGET", key, target.field])
+            write = [b"HSET", key, target.sealed_field,
+                     cache.seal(db, key, new, target.sealed_field)]
         plan.append((write, ("scratch", reply)))
     return plan
 
@@ -384,15 +425,15 @@ async def execute(client, queue: list[list[bytes]], watch: WatchState | None):
         route = backend.dedicated(first_key)
     clean = False  # True once no WATCH can be left on the connection
     try:
-        rmw_keys = _rmw_keys(cache, items)
+        targets = _targets(cache, items)
+        rmw_keys = list(dict.fromkeys(target.key for target in targets))
         for _attempt in range(MAX_ATTEMPTS):
             scratch, problem = LocalStore(), None
             if rmw_keys:
-                values = await _watch_and_read(route, rmw_keys)
-                if isinstance(values, bytes):
-                    return values
-                scratch, problem = _load_scratch(cache, {
-                    (_db_of(items, key, cache), key): blob for key, blob in values.items()})
+                reads = await _watch_and_read(route, rmw_keys, targets)
+                if isinstance(reads, bytes):
+                    return reads
+                scratch, problem = _load_scratch(cache, reads)
                 if problem is not None:
                     return problem
             plan = _plan(client, items, scratch)
@@ -432,27 +473,21 @@ def _first_keys(cache, items):
             yield cache.stored_key(item[2], item[1][1])
 
 
-def _db_of(items, stored: bytes, cache) -> int:
-    for _plain, item in items:
-        if item[0] == "rmw" and cache.stored_key(item[2], item[1][1]) == stored:
-            return item[2]
-    return 0
-
-
-async def _watch_and_read(route, keys: list[bytes]):
-    """WATCH the keys, then read them; {key: blob or WRONGTYPE error} or an error reply."""
+async def _watch_and_read(route, keys: list[bytes], targets: list[_Target]):
+    """WATCH the keys, then read the targets: [(target, blob or WRONGTYPE error)], or
+    an error reply."""
     futures = [_submit(route, [b"WATCH", *keys])]
-    futures += [_submit(route, [b"GET", key]) for key in keys]
+    futures += [_submit(route, target.read()) for target in targets]
     route.flush()
     results = [await f for f in futures]
     if isinstance(results[0], ReplyError):
         return writer.error(str(results[0]))
-    values = {}
-    for key, reply in zip(keys, results[1:], strict=True):
+    reads = []
+    for target, reply in zip(targets, results[1:], strict=True):
         if isinstance(reply, ReplyError) and not str(reply).startswith("WRONGTYPE"):
             return writer.error(str(reply))
-        values[key] = reply
-    return values
+        reads.append((target, reply))
+    return reads
 
 
 async def _multi_exec(route, commands: list[list[bytes]]):
@@ -496,10 +531,9 @@ def _execute_local(client, items, watch, db_after):
         elif kind == "forward":
             elements.append(_answer(client, ("decode", item), store.store.execute(item[1])))
         else:
-            _, args, db, _command = item
-            key = cache.stored_key(db, args[1])
-            blob = store.store.execute([b"GET", key])
-            scratch, problem = _load_scratch(cache, {(db, key): blob})
+            target = _Target(cache, item)
+            blob = store.store.execute(target.read())
+            scratch, problem = _load_scratch(cache, [(target, blob)])
             if problem is not None:
                 elements.append(problem)
                 continue
@@ -526,6 +560,8 @@ def _install() -> None:
         Command("append", 3, run=run_rmw, keys=(1, 1, 1)),
         Command("setrange", 4, run=run_rmw, keys=(1, 1, 1)),
         Command("getrange", 4, run=run_rmw, keys=(1, 1, 1)),
+        Command("hincrby", 4, run=run_rmw, keys=(1, 1, 1)),
+        Command("hincrbyfloat", 4, run=run_rmw, keys=(1, 1, 1)),
     )
 
 
