@@ -12,6 +12,7 @@ from proxy.commands import (  # noqa: F401 - they register themselves
     keycopy,
     keys,
     lists,
+    scans,
     sets,
     strings,
     transactions,
