@@ -37,8 +37,9 @@ Data model
 Numbers
     INCRBYFLOAT and HINCRBYFLOAT use C ``long double`` in Redis (x87 80-bit extended
     precision on x86-64) and print with ``%.17Lf`` minus trailing zeros; that
-    arithmetic is reproduced exactly with rationals rounded to a 64-bit significand
-    (so 10.5 + 0.1 is "10.6", as in Redis, not the double 10.59999...).  Sorted-set
+    arithmetic is reproduced exactly with integer (mantissa, exponent) pairs rounded
+    to a 64-bit significand, ties to even, subnormals and overflow included (so
+    10.5 + 0.1 is "10.6", as in Redis, not the double 10.59999...).  Sorted-set
     scores are doubles printed with ``%.17g``; ``strtod``'s grammar (hex floats,
     ``inf``/``infinity``, range errors) is reproduced for score arguments.
 
@@ -48,26 +49,34 @@ Cursors (SCAN and friends) -- documented difference from Redis
     key that exists for the whole scan is returned exactly once, whatever is written,
     deleted, evicted or re-ordered meanwhile and however many clients scan at once
     (keys created or deleted during the scan may or may not be returned, as in Redis).
-    Keys are served from a hash-sorted index: built by the first SCAN (O(n log n),
-    once), then kept current by merging the keys created since into it when a scan
-    starts (a linear merge) and pruning entries of deleted keys once they outnumber
-    live ones.  Each call costs O(COUNT + log n).  Cursor numbers differ from Redis's.
+    Keys are served from runs of keys sorted by hash: the first SCAN sorts every key
+    (O(n log n), once); keys created later form a new small run when a scan starts
+    and runs are merged size-tiered (O(log n) runs, amortised O(log n) per key);
+    entries of deleted keys are dropped by a rebuild once they outnumber live keys.
+    A call costs O(COUNT log n).  Cursor numbers differ from Redis's.
     HSCAN, SSCAN and ZSCAN return the whole (MATCH-filtered) collection in one reply
     with cursor 0, as Redis itself does for small (listpack/intset) collections.
 
-Other deliberate differences
+Other deliberate differences (each one either unobservable through Redis's documented
+contract or a choice the tests pin down)
     * COPY's ``DB n`` option: the store is a single database, so it behaves like a
       Redis started with ``databases 1``: ``DB 0`` is accepted, any other index gets
       ``ERR DB index is out of range``.
     * HRANDFIELD/SRANDMEMBER/ZRANDMEMBER with a negative count whose magnitude
       exceeds ``_MAX_REPEATED_PICKS`` answer ``ERR value is out of range`` instead of
       building a reply that cannot fit in memory (Redis would try).
-    * Unordered replies (SMEMBERS, SINTER/SUNION/SDIFF, KEYS, SPOP and the random
-      commands) come in Python's order, not Redis's; SMEMBERS of an all-integer set
-      is not sorted as Redis's intset encoding happens to do.
-    * BYLEX ranges over members with different scores (undefined in Redis) follow
-      the linear-scan behaviour of Redis's small (listpack) encoding.
-    * RANDOMKEY and single-element SPOP/SRANDMEMBER/HRANDFIELD are O(n).
+    * Replies whose order Redis leaves unspecified (SMEMBERS, SINTER/SUNION/SDIFF,
+      SPOP, KEYS, the random commands) come in Python's order.  In particular an
+      all-integer set is not listed in ascending order, which Redis's intset encoding
+      happens to do.  Hashes keep insertion order, which is what Redis shows for small
+      (listpack) hashes; Redis's order for big ones is arbitrary anyway.
+    * Encoding-dependent details follow Redis's compact encodings (the common case of
+      small collections): a -0 score is stored as 0 and ZSCAN prints scores as a
+      listpack stores them ("100000000000000000" where a big skiplist-encoded set
+      would show "1e+17"); BYLEX over members with different scores (undefined in
+      Redis) follows the listpack's linear scan.
+    * RANDOMKEY and single-element SPOP/SRANDMEMBER/HRANDFIELD are O(n) (Python sets
+      and dicts have no random access); APPEND and SETRANGE copy the string.
 """
 
 from __future__ import annotations
@@ -87,7 +96,7 @@ import hiredis
 
 Reply = bytes | int | None | list | hiredis.ReplyError
 
-__all__ = ["LocalStore", "Reply"]
+__all__ = ["LocalStore", "Reply", "ZSet"]
 
 LLONG_MAX = 2**63 - 1
 LLONG_MIN = -(2**63)
@@ -105,7 +114,6 @@ _SWEEP_BUDGET = 20
 _HEAP_SLACK = 1024
 
 
-
 class ZSet:
     """A sorted set: ``scores`` maps member -> score and ``items`` holds the
     ``(score, member)`` pairs sorted the way Redis's skiplist orders them (score, then
@@ -115,8 +123,10 @@ class ZSet:
     __slots__ = ("items", "scores")
 
     def __init__(self, pairs: Iterable[tuple[float, bytes]] = ()) -> None:
-        self.items: list[tuple[float, bytes]] = sorted(pairs)
-        self.scores: dict[bytes, float] = {member: score for score, member in self.items}
+        """From (score, member) pairs; a repeated member keeps its last score."""
+        self.scores: dict[bytes, float] = {member: score + 0.0 for score, member in pairs}
+        self.items: list[tuple[float, bytes]] = sorted(
+            (score, member) for member, score in self.scores.items())
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -489,9 +499,23 @@ def _ld_human(value: LongDouble) -> bytes:
     return b"-" + text if negative and q else text
 
 
+_SCORE_TEXT: dict[float, bytes] = {}
+
+
 def _score_bytes(score: float) -> bytes:
-    """addReplyDouble in RESP2: "%.17g" (which prints inf and -inf as Redis does)."""
-    return b"%.17g" % score
+    """addReplyDouble in RESP2: "%.17g" (which prints inf and -inf as Redis does).
+
+    Memoised: formatting costs more than a dict lookup and scores repeat a lot
+    (rankings, timestamps).  Zero is not cached: 0.0 and -0.0 are equal keys but
+    print differently."""
+    text = _SCORE_TEXT.get(score)
+    if text is None:
+        text = b"%.17g" % score
+        if score:
+            if len(_SCORE_TEXT) >= 4096:
+                _SCORE_TEXT.clear()
+            _SCORE_TEXT[score] = text
+    return text
 
 
 _TWO_62 = float(2**62)  # (double)(LLONG_MAX / 2), double2ll's safe range
