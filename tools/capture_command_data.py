@@ -57,7 +57,8 @@ COMMANDS: tuple[str, ...] = (
     "lset", "ltrim", "lmove", "rpoplpush", "zadd", "zrem", "zscore", "zmscore", "zincrby",
     "zcard", "zcount", "zrank", "zrevrank", "zrange", "zrangebyscore", "zrevrange",
     "zrevrangebyscore", "zremrangebyscore", "zremrangebyrank",
-    "zpopmin", "zpopmax", "multi", "exec", "discard", "watch", "unwatch", "ping", "echo", "quit",
+    "zpopmin", "zpopmax", "keys", "scan", "hscan", "sscan", "zscan",
+    "multi", "exec", "discard", "watch", "unwatch", "ping", "echo", "quit",
     "reset", "hello", "auth", "select", "client", "command", "info", "time",
 )
 
