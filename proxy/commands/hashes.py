@@ -17,8 +17,8 @@ Differences from Redis that cannot be avoided:
 - A value or field name that does not open is left out of HGETALL, HVALS, HKEYS and
   HRANDFIELD, and reads as nil in HGET and HMGET; HLEN still counts it.
 
-HINCRBY and HINCRBYFLOAT are read-modify-write on encrypted values and are not served
-by this version (see refusals.py).
+HINCRBY and HINCRBYFLOAT are read-modify-write on encrypted values: they are served by
+the transaction engine (transactions.py), not here.
 """
 
 from __future__ import annotations

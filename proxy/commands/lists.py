@@ -64,8 +64,8 @@ def run_lmove(client, command: Command, args: list[bytes]) -> None:
     cache, db = client.cache, client.db
     source = cache.stored_key(db, args[1])
     destination = cache.stored_key(db, args[2])
-    client.run_op(guarded(_lmove(client.route, cache, db, client.proto, source, destination,
-                                 side_from, side_to), command.name))
+    client.run_op(guarded(command.name, _lmove, client.route, cache, db, client.proto, source,
+                          destination, side_from, side_to))
 
 
 async def _lmove(route, cache, db: int, proto: int, source: bytes, destination: bytes,

@@ -48,7 +48,7 @@ _GROUPS: dict[str, tuple[str, ...]] = {
     _BLOCKING: ("blpop", "brpop", "brpoplpush", "blmove", "blmpop", "bzpopmin", "bzpopmax",
                 "bzmpop", "xread", "xreadgroup"),
     _NOT_YET: (
-        "hincrby", "hincrbyfloat", "sintercard", "lmpop", "zrangestore", "zdiff",
+        "sintercard", "lmpop", "zrangestore", "zdiff",
         "zdiffstore", "zinter", "zintercard", "zinterstore", "zunion", "zunionstore",
         "zrandmember", "zmpop", "geoadd", "geodist", "geohash", "geopos", "georadius",
         "georadius_ro", "georadiusbymember", "georadiusbymember_ro", "geosearch",

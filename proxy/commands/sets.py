@@ -77,8 +77,8 @@ def run_set_operation(client, command: Command, args: list[bytes]) -> None:
     """SINTER / SUNION / SDIFF key [key ...]."""
     cache, db, proto = client.cache, client.db, client.proto
     keys = [cache.stored_key(db, key) for key in args[1:]]
-    client.run_op(guarded(_set_operation(client.route, cache, db, proto, command.name, keys),
-                          command.name))
+    client.run_op(guarded(command.name, _set_operation, client.route, cache, db, proto,
+                          command.name, keys))
 
 
 async def _set_operation(route, cache, db: int, proto: int, op: str,
@@ -97,8 +97,8 @@ def run_set_store(client, command: Command, args: list[bytes]) -> None:
     destination = cache.stored_key(db, args[1])
     keys = [cache.stored_key(db, key) for key in args[2:]]
     op = command.name[:-len("store")]
-    client.run_op(guarded(_set_store(client.route, cache, db, op, destination, keys),
-                          command.name))
+    client.run_op(guarded(command.name, _set_store, client.route, cache, db, op,
+                          destination, keys))
 
 
 async def _set_store(route, cache, db: int, op: str, destination: bytes,
@@ -133,8 +133,8 @@ def run_smove(client, command: Command, args: list[bytes]) -> None:
         return
     source = cache.stored_key(db, args[1])
     destination = cache.stored_key(db, args[2])
-    client.run_op(guarded(_smove(client.route, cache, db, source, destination, args[3]),
-                          "smove"))
+    client.run_op(guarded("smove", _smove, client.route, cache, db, source, destination,
+                          args[3]))
 
 
 async def _smove(route, cache, db: int, source: bytes, destination: bytes,

@@ -239,13 +239,16 @@ def upstream_error(reply) -> bytes | None:
     return None
 
 
-async def guarded(operation, name: str) -> bytes:
-    """Run a multi-step operation; turn failures into safe error replies.
+async def guarded(name: str, step, *args) -> bytes:
+    """The coroutine to give `client.run_op`: runs `step(*args)` (an async function
+    returning reply bytes) and turns failures into safe error replies.
 
-    DecryptRefused and backend failures carry safe texts; anything else is a bug whose
-    message might quote a key or a member, so only its type is reported."""
+    The step's coroutine is made only when the operation starts, so an operation that
+    is closed unstarted (inside MULTI) leaves nothing un-awaited.  DecryptRefused and
+    backend failures carry safe texts; anything else is a bug whose message might quote
+    a key or a member, so only its type is reported."""
     try:
-        return await operation
+        return await step(*args)
     except DecryptRefused as exc:
         return writer.error(str(exc))
     except Exception as exc:  # noqa: BLE001
