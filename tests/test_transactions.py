@@ -337,3 +337,55 @@ def test_every_read_modify_write_is_atomic_under_concurrency(proxies, backend):
         assert c.call("HGET", "rmw:hash", "f") == b"$%d\r\n%d\r\n" % (
             len(str(2 * total)), 2 * total)
         assert c.call("GET", "rmw:dec") == b"$%d\r\n%d\r\n" % (len(str(-total)), -total)
+
+
+def test_moves_between_keys_neither_lose_nor_duplicate(proxies, backend):
+    """LMOVE and SMOVE re-encrypt for the destination; run concurrently they must still
+    move each element exactly once (read, decide and write happen atomically)."""
+    port = proxies[backend].port
+    items = [f"item-{i}" for i in range(30)]
+    with RawClient(port) as c:
+        c.call("DEL", "q:a", "q:b", "set:a", "set:b")
+        c.call("RPUSH", "q:a", *items)
+        c.call("SADD", "set:a", *items)
+    errors: list[str] = []
+    deadline = time.monotonic() + 60
+
+    def work(n: int) -> None:
+        try:
+            with RawClient(port, timeout=30) as c:
+                for i in range(40):
+                    if time.monotonic() > deadline:
+                        return
+                    src, dst = ("q:a", "q:b") if (n + i) % 2 else ("q:b", "q:a")
+                    reply = c.call("LMOVE", src, dst, "LEFT", "RIGHT")
+                    if reply[:1] != b"$":
+                        errors.append(repr(reply))
+                    member = items[(n * 7 + i) % len(items)]
+                    ssrc, sdst = ("set:a", "set:b") if i % 2 else ("set:b", "set:a")
+                    reply = c.call("SMOVE", ssrc, sdst, member)
+                    if reply not in (b":0\r\n", b":1\r\n"):
+                        errors.append(repr(reply))
+        except Exception as exc:  # noqa: BLE001 - reported by the test
+            errors.append(f"{type(exc).__name__}: {exc}")
+
+    pool = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(90)
+    assert errors == []
+    import hiredis
+
+    def parsed(reply: bytes):
+        reader = hiredis.Reader()
+        reader.feed(reply)
+        return reader.gets()
+
+    with RawClient(port) as c:
+        in_lists = parsed(c.call("LRANGE", "q:a", "0", "-1")) + parsed(
+            c.call("LRANGE", "q:b", "0", "-1"))
+        in_sets = parsed(c.call("SMEMBERS", "set:a")) + parsed(c.call("SMEMBERS", "set:b"))
+    expected = sorted(i.encode() for i in items)
+    assert sorted(in_lists) == expected
+    assert sorted(in_sets) == expected

@@ -22,6 +22,7 @@ Differences from Redis that cannot be avoided:
 from __future__ import annotations
 
 from proxy.commands import replies
+from proxy.commands.atomic import atomically
 from proxy.commands.table import (
     WRONGTYPE,
     Command,
@@ -64,37 +65,36 @@ def run_lmove(client, command: Command, args: list[bytes]) -> None:
     cache, db = client.cache, client.db
     source = cache.stored_key(db, args[1])
     destination = cache.stored_key(db, args[2])
-    client.run_op(guarded(command.name, _lmove, client.route, cache, db, client.proto, source,
+    client.run_op(guarded(command.name, _lmove, cache, db, client.proto, source,
                           destination, side_from, side_to))
 
 
-async def _lmove(route, cache, db: int, proto: int, source: bytes, destination: bytes,
+async def _lmove(cache, db: int, proto: int, source: bytes, destination: bytes,
                  side_from: bytes, side_to: bytes) -> bytes:
-    src_type, dst_type = await call_all(route, [[b"TYPE", source], [b"TYPE", destination]])
-    for reply in (src_type, dst_type):
-        error = upstream_error(reply)
-        if error is not None:
-            return error
-    # Redis: a missing source is nil whatever the destination; then both types.
-    if src_type == b"none":
-        return NULL_BULK[proto]
-    if src_type != b"list" or dst_type not in (b"none", b"list"):
-        return WRONGTYPE
-    blob = await route.call([side_from + b"POP", source])
-    error = upstream_error(blob)
-    if error is not None:
-        return error
-    if blob is None:  # emptied by another client meanwhile
-        return NULL_BULK[proto]
-    element = cache.open(db, source, blob)
-    if element is None:
-        return NULL_BULK[proto]
-    pushed = await route.call([side_to + b"PUSH", destination,
-                               cache.seal(db, destination, element)])
-    error = upstream_error(pushed)
-    if error is not None:
-        return error
-    return b"$%d\r\n%b\r\n" % (len(element), element)
+    end = b"0" if side_from == b"L" else b"-1"
+
+    async def plan(route):
+        src_type, dst_type, blob = await call_all(route, [
+            [b"TYPE", source], [b"TYPE", destination], [b"LINDEX", source, end]])
+        for reply in (src_type, dst_type):
+            error = upstream_error(reply)
+            if error is not None:
+                return error, []
+        # Redis: a missing source is nil whatever the destination; then both types.
+        if src_type == b"none":
+            return NULL_BULK[proto], []
+        if src_type != b"list" or dst_type not in (b"none", b"list"):
+            return WRONGTYPE, []
+        element = cache.open(db, source, blob) if isinstance(blob, bytes) else None
+        if element is None:
+            # It does not open (counted): it is consumed as a miss, so a list used as a
+            # queue does not stay stuck behind it; it cannot be re-encrypted anyway.
+            return NULL_BULK[proto], [[side_from + b"POP", source]]
+        return b"$%d\r\n%b\r\n" % (len(element), element), [
+            [side_from + b"POP", source],
+            [side_to + b"PUSH", destination, cache.seal(db, destination, element)]]
+
+    return await atomically(cache, [source, destination], plan)
 
 
 _ONE = (1, 1, 1)

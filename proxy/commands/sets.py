@@ -29,6 +29,7 @@ Differences from Redis that cannot be avoided:
 from __future__ import annotations
 
 from proxy.commands import replies
+from proxy.commands.atomic import atomically
 from proxy.commands.table import (
     TABLE,
     WRONGTYPE,
@@ -97,28 +98,25 @@ def run_set_store(client, command: Command, args: list[bytes]) -> None:
     destination = cache.stored_key(db, args[1])
     keys = [cache.stored_key(db, key) for key in args[2:]]
     op = command.name[:-len("store")]
-    client.run_op(guarded(command.name, _set_store, client.route, cache, db, op,
-                          destination, keys))
+    client.run_op(guarded(command.name, _set_store, cache, db, op, destination, keys))
 
 
-async def _set_store(route, cache, db: int, op: str, destination: bytes,
-                     keys: list[bytes]) -> bytes:
-    sets = await read_sets(route, cache, db, keys)
-    if type(sets) is bytes:
-        return sets
-    result = _combine(op, sets)
-    # Redis replaces the destination (whatever its type, dropping its TTL), or deletes
-    # it when the result is empty.  DEL and SADD leave as one pipelined pair.
-    commands = [[b"DEL", destination]]
-    if result:
-        seal_member = cache.seal_member
-        commands.append([b"SADD", destination,
-                         *(seal_member(db, destination, m) for m in result)])
-    for reply in await call_all(route, commands):
-        error = upstream_error(reply)
-        if error is not None:
-            return error
-    return writer.integer(len(result))
+async def _set_store(cache, db: int, op: str, destination: bytes, keys: list[bytes]) -> bytes:
+    async def plan(route):
+        sets = await read_sets(route, cache, db, keys)
+        if type(sets) is bytes:
+            return sets, []
+        result = _combine(op, sets)
+        # Redis replaces the destination (whatever its type, dropping its TTL), or
+        # deletes it when the result is empty.
+        writes = [[b"DEL", destination]]
+        if result:
+            seal_member = cache.seal_member
+            writes.append([b"SADD", destination,
+                           *(seal_member(db, destination, m) for m in result)])
+        return writer.integer(len(result)), writes
+
+    return await atomically(cache, [destination, *keys], plan)
 
 
 def run_smove(client, command: Command, args: list[bytes]) -> None:
@@ -133,30 +131,29 @@ def run_smove(client, command: Command, args: list[bytes]) -> None:
         return
     source = cache.stored_key(db, args[1])
     destination = cache.stored_key(db, args[2])
-    client.run_op(guarded("smove", _smove, client.route, cache, db, source, destination,
-                          args[3]))
+    client.run_op(guarded("smove", _smove, cache, db, source, destination, args[3]))
 
 
-async def _smove(route, cache, db: int, source: bytes, destination: bytes,
-                 member: bytes) -> bytes:
-    src_type, dst_type = await call_all(route, [[b"TYPE", source], [b"TYPE", destination]])
-    for reply in (src_type, dst_type):
-        error = upstream_error(reply)
-        if error is not None:
-            return error
-    if src_type == b"none":
-        return writer.ZERO
-    if src_type != b"set" or dst_type not in (b"none", b"set"):
-        return WRONGTYPE
-    removed = await route.call([b"SREM", source, cache.seal_member(db, source, member)])
-    error = upstream_error(removed)
-    if error is not None:
-        return error
-    if removed == 0:
-        return writer.ZERO
-    added = await route.call([b"SADD", destination, cache.seal_member(db, destination, member)])
-    error = upstream_error(added)
-    return writer.ONE if error is None else error
+async def _smove(cache, db: int, source: bytes, destination: bytes, member: bytes) -> bytes:
+    sealed = cache.seal_member(db, source, member)
+
+    async def plan(route):
+        src_type, dst_type, present = await call_all(route, [
+            [b"TYPE", source], [b"TYPE", destination], [b"SISMEMBER", source, sealed]])
+        for reply in (src_type, dst_type):
+            error = upstream_error(reply)
+            if error is not None:
+                return error, []
+        if src_type == b"none":
+            return writer.ZERO, []
+        if src_type != b"set" or dst_type not in (b"none", b"set"):
+            return WRONGTYPE, []
+        if present != 1:
+            return writer.ZERO, []
+        return writer.ONE, [[b"SREM", source, sealed],
+                            [b"SADD", destination, cache.seal_member(db, destination, member)]]
+
+    return await atomically(cache, [source, destination], plan)
 
 
 _ONE = (1, 1, 1)
