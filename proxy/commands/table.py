@@ -227,8 +227,11 @@ WRONGTYPE = b"-WRONGTYPE Operation against a key holding the wrong kind of value
 async def call_all(route, commands: list[list[bytes]]) -> list:
     """Send several commands to the backend as one pipeline; their replies, in order
     (an error reply of Redis is a hiredis.ReplyError in the list, not raised)."""
-    if len(commands) == 1:
-        return [await route.call(commands[0])]
+    if len(commands) == 1 or getattr(route, "local", False):
+        # The in-process backend answers at once: awaiting its calls one by one never
+        # yields to the event loop, which keeps a read-decide-write step atomic there
+        # (asyncio.gather would schedule tasks and let other clients run in between).
+        return [await route.call(c) for c in commands]
     return list(await asyncio.gather(*(route.call(c) for c in commands)))
 
 
