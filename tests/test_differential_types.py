@@ -903,7 +903,7 @@ _STRING_KEYS = [b"n", b"t", _SHARED, b"h1", b"l1"]
 skey_any = st.sampled_from(_STRING_KEYS)
 _NUMBERS = st.sampled_from(["1", "-3", "10", "0", "9223372036854775806", "x", "1.5"])
 _FLOATS = st.sampled_from(["0.5", "1.25", "-3", "10", "1e3", "abc"])
-_ANY_KEY = st.sampled_from(_STRING_KEYS + [b"s1", b"z1", b"h2", b"l2", b"missing"])
+_ANY_KEY = st.sampled_from([*_STRING_KEYS, b"s1", b"z1", b"h2", b"l2", b"missing"])
 
 string_command = st.one_of(
     st.builds(lambda k, v: ("SET", k, v), skey_any, st.sampled_from(["7", "text", "", "-2"])),
