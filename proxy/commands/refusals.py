@@ -21,6 +21,11 @@ _PUBSUB = "publish/subscribe is not served: cachecloak is a cache proxy"
 _BLOCKING = "blocking commands are not served: they would hold a shared upstream connection"
 _RAW = "it exposes or writes Redis's raw stored bytes, bypassing encryption"
 
+_EQUALITY = ("list elements are encrypted with a fresh random nonce each, so Redis cannot "
+             "compare them with a given value")
+_LEX = ("sorted-set members are stored encrypted, so their lexicographic order in Redis is "
+        "meaningless")
+
 _GROUPS: dict[str, tuple[str, ...]] = {
     _LISTING: ("keys", "scan", "randomkey"),
     _EQUALITY: ("lrem", "lpos", "linsert"),
