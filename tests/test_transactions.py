@@ -113,7 +113,7 @@ KEY_MOVES = {
     "copy-string": [
         ("SET", "a", "v"), ("COPY", "a", "b"), ("GET", "b"), ("COPY", "a", "b"),
         ("SET", "a", "w"), ("COPY", "a", "b", "REPLACE"), ("GET", "b"), ("COPY", "x", "y"),
-        ("COPY", "a", "a"), ("COPY", "a", "b", "DB", "1"), ("COPY", "a", "z", "DB", "x"),
+        ("COPY", "a", "a"), ("COPY", "nothing", "nothing"), ("COPY", "a", "b", "DB", "1"), ("COPY", "a", "z", "DB", "x"),
         ("COPY", "a", "z", "DB", "99"), ("COPY", "a", "z", "NOPE"), ("SELECT", "1"),
         ("GET", "b"), ("SELECT", "0"),
     ],

@@ -86,6 +86,8 @@ class _State:
 async def _attempts(cache, route, state: _State, db: int, src: bytes, target_db: int,
                     dst: bytes, mode: str) -> bytes:
     local = state.local
+    if src == dst and mode.startswith("copy"):  # Redis checks this before the key exists
+        return writer.error("ERR source and destination objects are the same")
     for _attempt in range(MAX_ATTEMPTS):
         if not local:
             state.clean = False
