@@ -54,8 +54,8 @@ from hypothesis import strategies as st
 
 from proxy.commands.connection import served_names
 from proxy.commands.table import TABLE
-from tests.differential import Near, Pair, integer_of, mask_hello, proxy_config
-from tests.servers import RawClient, encode_command, start_proxy, start_redis
+from tests.differential import Near, Pair, integer_of, mask_hello
+from tests.servers import RawClient, encode_command
 
 FAR = 4_000_000_000            # 2096-10-02, seconds
 FAR_MS = 4_000_000_000_123     # the same, in milliseconds, not on a second boundary
@@ -66,41 +66,10 @@ MIB = 1024 * 1024
 
 # -- servers ---------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def direct_redis():
-    server = start_redis()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def upstream_redis():
-    server = start_redis()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def proxies(upstream_redis):
-    started = {}
-    try:
-        started["redis"] = start_proxy(proxy_config("redis", upstream_redis.address))
-        started["local"] = start_proxy(proxy_config("local"))
-        yield started
-    finally:
-        for proxy in started.values():
-            proxy.stop()
-
-
 def _flush(redis_port: int, proxy_port: int) -> None:
     with RawClient(redis_port) as r, RawClient(proxy_port) as p:
         assert r.call("FLUSHALL") == b"+OK\r\n"
         assert p.call("FLUSHALL") == b"+OK\r\n"
-
-
-@pytest.fixture(params=["redis", "local"])
-def backend(request):
-    return request.param
 
 
 @pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])

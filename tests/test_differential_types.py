@@ -36,8 +36,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.differential import Pair, mask_hello, proxy_config
-from tests.servers import RawClient, start_proxy, start_redis
+from tests.differential import Pair, mask_hello
+from tests.servers import RawClient
 
 LLONG_MAX = 2**63 - 1
 BIG = 100_000
@@ -45,41 +45,10 @@ BIG = 100_000
 # -- servers ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def direct_redis():
-    server = start_redis()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def upstream_redis():
-    server = start_redis()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def proxies(upstream_redis):
-    started = {}
-    try:
-        started["redis"] = start_proxy(proxy_config("redis", upstream_redis.address))
-        started["local"] = start_proxy(proxy_config("local"))
-        yield started
-    finally:
-        for proxy in started.values():
-            proxy.stop()
-
-
 def _flush(redis_port: int, proxy_port: int) -> None:
     with RawClient(redis_port) as r, RawClient(proxy_port) as p:
         assert r.call("FLUSHALL") == b"+OK\r\n"
         assert p.call("FLUSHALL") == b"+OK\r\n"
-
-
-@pytest.fixture(params=["redis", "local"])
-def backend(request):
-    return request.param
 
 
 @pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
