@@ -43,9 +43,6 @@ class LocalBackend:
         store = self.store
         return store._lookup_notouch(key), store._expires.get(key)
 
-    def close_route(self) -> None:
-        return None
-
     def submit(self, args: list[bytes], waiter: Waiter, command=None) -> None:
         waiter.complete(self._execute(args))
 

@@ -15,6 +15,7 @@ Not served on a Redis Cluster: a cursor there is per node.
 
 from __future__ import annotations
 
+from proxy.backends.redis.connection import glob_escape
 from proxy.cache import DecryptRefused
 from proxy.commands.table import Command, register
 from proxy.resp import writer
@@ -28,15 +29,6 @@ _MATCH_ENCRYPTED = writer.error(
 _CLUSTER = writer.error(
     "ERR cachecloak does not serve KEYS or SCAN on a Redis Cluster (cursors are per "
     "node); use hashing.disabled and a standalone Redis, or track keys yourself")
-
-
-def _glob_escape(text: bytes) -> bytes:
-    out = bytearray()
-    for b in text:
-        if b in b"*?[]\\":
-            out.append(0x5C)
-        out.append(b)
-    return bytes(out)
 
 
 def _refused_when_hashed(client, name: str) -> bool:
@@ -53,7 +45,7 @@ def run_keys(client, command, args):
     if _refused_when_hashed(client, "keys"):
         return
     namespace = client.cache.hasher.namespace(client.db)
-    client.forward([b"KEYS", _glob_escape(namespace) + args[1]], _strip_names,
+    client.forward([b"KEYS", glob_escape(namespace) + args[1]], _strip_names,
                    len(namespace), None)
 
 
@@ -78,7 +70,7 @@ def run_scan(client, command, args):
             client.reply(writer.error("ERR syntax error"))
             return
         i += 2
-    upstream = [b"SCAN", args[1], b"MATCH", _glob_escape(namespace) + pattern, *rest]
+    upstream = [b"SCAN", args[1], b"MATCH", glob_escape(namespace) + pattern, *rest]
     client.forward(upstream, _scan_page, len(namespace), None)
 
 

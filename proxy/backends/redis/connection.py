@@ -187,7 +187,7 @@ class UpstreamConnection(asyncio.Protocol):
         return count
 
     async def _scan(self, prefix: bytes):
-        pattern = _glob_escape(prefix) + b"*"
+        pattern = glob_escape(prefix) + b"*"
         cursor = b"0"
         seen_first = False
         while cursor != b"0" or not seen_first:
@@ -425,7 +425,8 @@ def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _glob_escape(prefix: bytes) -> bytes:
+def glob_escape(prefix: bytes) -> bytes:
+    """`prefix` as a Redis glob that matches it literally (for SCAN MATCH, KEYS)."""
     out = bytearray()
     for b in prefix:
         if b in b"*?[]\\":
