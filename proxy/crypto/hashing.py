@@ -23,7 +23,7 @@ this cache's keys again with SCAN (FLUSHDB, DBSIZE, re-encryption after rotation
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 
 from proxy.crypto.keys import derive_hmac_key
@@ -31,6 +31,12 @@ from proxy.crypto.keys import derive_hmac_key
 _DIGEST_BYTES = 24
 _TAG_DIGEST_BYTES = 9
 _FORMAT = b"cachecloak/v1"
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def _b64url(data: bytes) -> bytes:
+    """Unpadded base64url (the lengths used here are multiples of 3: no padding)."""
+    return binascii.b2a_base64(data, newline=False).translate(_URLSAFE)
 
 
 def find_hash_tag(key: bytes) -> bytes | None:
@@ -104,11 +110,10 @@ class KeyHasher:
     def stored_key(self, db: int, key: bytes) -> bytes:
         if not self._enabled:
             return self._namespaces[db] + key
-        digest = base64.urlsafe_b64encode(self._key_macs[db].digest(key)[:_DIGEST_BYTES])
+        digest = _b64url(self._key_macs[db].digest(key)[:_DIGEST_BYTES])
         if b"{" in key:
             tag = find_hash_tag(key)
             if tag is not None:
-                tag_digest = base64.urlsafe_b64encode(
-                    self._tag_macs[db].digest(tag)[:_TAG_DIGEST_BYTES])
+                tag_digest = _b64url(self._tag_macs[db].digest(tag)[:_TAG_DIGEST_BYTES])
                 return self._namespaces[db] + b"{" + tag_digest + b"}" + digest
         return self._namespaces[db] + digest
