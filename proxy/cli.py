@@ -56,7 +56,7 @@ def _run_arguments(parser: argparse.ArgumentParser, serving: bool = True) -> Non
                         help="YAML configuration file (env CACHECLOAK_CONFIG); "
                              "default: the built-in local_default cache")
     if serving:
-        parser.add_argument("--listen", metavar="HOST:PORT",
+        parser.add_argument("--listen", metavar="HOST:PORT|unix:/PATH",
                             help="replace the address of the (single) listener")
     parser.add_argument("--secret-provider", metavar="URL",
                         default=os.environ.get("CACHECLOAK_SECRET_PROVIDER"),

@@ -10,6 +10,7 @@ never key material.
 
 from __future__ import annotations
 
+import hmac
 import os
 import platform
 import time
@@ -30,6 +31,13 @@ REDIS_COMPAT_VERSION = introspection.redis_version()
 _NOT_INTEGER = writer.error("ERR value is not an integer or out of range")
 _BAD_NAME = writer.error("ERR Client names cannot contain spaces, newlines or special characters.")
 _WRONGPASS = writer.error("WRONGPASS invalid username-password pair or user is disabled.")
+# Redis 7.2 added "<proto>" to this text; answer as the Redis version replayed here.
+_HELLO_NOAUTH = writer.error(
+    "NOAUTH HELLO must be called with the client already authenticated, otherwise the "
+    + ("HELLO <proto> AUTH" if tuple(int(p) for p in REDIS_COMPAT_VERSION.split(".")[:2])
+       >= (7, 2) else "HELLO AUTH")
+    + " <user> <pass> option can be used to authenticate the client and select the RESP "
+    "protocol version at the same time")
 _AUTH_NO_PASSWORD = writer.error(
     "ERR AUTH <password> called without any password configured for the default user. "
     "Are you sure your configuration is correct?")
@@ -93,12 +101,22 @@ def run_reset(client, command, args):
 
 
 def _authenticate(client, username: bytes | None, password: bytes) -> bytes | None:
-    """None when accepted, else the error reply.  No listener password is configured in
-    this version, so the proxy behaves like a Redis whose default user has `nopass`."""
-    if username is None:
-        return _AUTH_NO_PASSWORD
-    if username != b"default":
+    """None when accepted, else the error reply.  Without a listener password the proxy
+    behaves like a Redis whose default user has `nopass`; with one, like `requirepass`:
+    the user is `default` (or omitted) and the password must match.  Neither the
+    password nor what the client sent is ever logged."""
+    expected = client.password
+    if expected is None:
+        if username is None:
+            return _AUTH_NO_PASSWORD
+        if username != b"default":
+            return _WRONGPASS
+        return None
+    matches = hmac.compare_digest(password, expected)  # compared even for a wrong user
+    if not matches or (username is not None and username != b"default"):
+        client.server.auth_failures += 1
         return _WRONGPASS
+    client.authenticated = True
     return None
 
 
@@ -146,6 +164,9 @@ def run_hello(client, command, args):
             client.reply(writer.error(
                 b"ERR Syntax error in HELLO option '" + _cstr(args[i]) + b"'"))
             return
+    if not client.authenticated:
+        client.reply(_HELLO_NOAUTH)
+        return
     client.proto = proto
     client.reply(writer.map_(proto, [
         (writer.bulk(b"server"), writer.bulk(b"redis")),
@@ -181,7 +202,8 @@ def client_line(c, now: float) -> bytes:
         return (b or b"").decode("utf-8", "replace")
     return (
         f"id={c.id} addr={c.peer} laddr={c.local} fd={c.fd} name={text(c.name)} "
-        f"age={int(now - c.created)} idle={int(now - c.last_active)} flags=N db={c.db} "
+        f"age={int(now - c.created)} idle={int(now - c.last_active)} "
+        f"flags={'U' if c.listener.unix_path is not None else 'N'} db={c.db} "
         f"sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 "
         f"tot-mem=0 events=r cmd={c.last_command} user=default redir=-1 resp={c.proto} "
         f"lib-name={text(c.lib_name)} lib-ver={text(c.lib_ver)}\n").encode()
@@ -310,6 +332,8 @@ def info_sections(client) -> dict[str, list[tuple[str, object]]]:
             ("encryption_current_key_id", sealer.key_id.hex() if sealer else ""),
             ("encryptions_under_current_key", sealer.encryptions if sealer else 0),
             ("decrypt_failures", sum(cache.decrypt_failures.values())),
+            ("listener", client.listener.address),
+            ("auth_failures", server.auth_failures),
             ("logical_db", client.db),
             *(cache.backend.info() if hasattr(cache.backend, "info") else ()),
         ],
@@ -343,10 +367,10 @@ def _subcommands(*commands: Command) -> dict[bytes, Command]:
 register(
     Command("ping", -1, run=run_ping),
     Command("echo", 2, run=run_echo),
-    Command("quit", -1, run=run_quit),
-    Command("reset", 1, run=run_reset),
-    Command("auth", -2, run=run_auth),
-    Command("hello", -1, run=run_hello),
+    Command("quit", -1, run=run_quit, no_auth=True),
+    Command("reset", 1, run=run_reset, no_auth=True),
+    Command("auth", -2, run=run_auth, no_auth=True),
+    Command("hello", -1, run=run_hello, no_auth=True),
     Command("select", 2, run=run_select),
     Command("info", -1, run=run_info),
     Command("time", 1, run=run_time),

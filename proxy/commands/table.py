@@ -62,6 +62,9 @@ class Command:
     # A command with roles is forwarded by `forward_roles`; with an "f" among them its
     # decoder gets (stored key, [sealed field names]) as ctx, else the stored key.
     roles: str = ""
+    # Allowed before a client has authenticated to a listener with a password
+    # (Redis's no-auth flag: AUTH, HELLO, QUIT, RESET).
+    no_auth: bool = False
 
     def __post_init__(self) -> None:
         if self.run is None:
@@ -76,6 +79,9 @@ def register(*commands: Command) -> None:
         name = command.name.encode()
         TABLE[name] = command
         TABLE[name.upper()] = command  # most clients send upper case: skip .lower()
+
+
+NOAUTH = b"-NOAUTH Authentication required.\r\n"
 
 
 def arity_error(name: str) -> bytes:
@@ -107,6 +113,9 @@ def dispatch(client, args: list[bytes]) -> None:
             abort_exec(client, f"wrong number of arguments for '{command.name}' command")
             return
         client.reply(arity_error(command.name))
+        return
+    if not client.authenticated and not command.no_auth:
+        client.reply(NOAUTH)
         return
     if command.check is not None:
         problem = command.check(args)

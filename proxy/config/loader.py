@@ -26,6 +26,7 @@ the excerpt of the file PyYAML would show.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import os
 import re
@@ -40,6 +41,7 @@ from pydantic import BaseModel, ValidationError
 from proxy.config.schema import (
     DEFAULT_DATABASES,
     DEFAULT_LISTEN_ADDRESS,
+    DEFAULT_SOCKET_MODE,
     LOCAL_DEFAULT,
     SYSTEM_TLS,
     CacheConfig,
@@ -59,6 +61,7 @@ from proxy.config.schema import (
     TLSProfile,
     local_default_cache,
     parse_host_port,
+    parse_listen_address,
 )
 from proxy.config.secrets import (
     PROVIDER_ENV_VAR,
@@ -303,7 +306,8 @@ _MISSING_HINTS = {
     "name": 'required; give the cache a unique name, for example name: main',
     "type": "required; set type: redis or type: local",
     "addresses": 'required; list the Redis servers, for example addresses: ["redis:6379"]',
-    "address": "required; set it to HOST:PORT, for example address: 127.0.0.1:6379",
+    "address": "required; set it to HOST:PORT or unix:/path, for example address: "
+               "127.0.0.1:6379",
 }
 
 
@@ -710,19 +714,23 @@ def _build(
         errors.add("listeners", f"must not be empty; add a listener or remove listeners: to "
                                 f"use the default {DEFAULT_LISTEN_ADDRESS}")
     else:
-        seen_addresses: dict[tuple[str, int], int] = {}
+        seen_addresses: dict[tuple[str, int | str], int] = {}
         for index, item in enumerate(raw_listeners):
             at = ("listeners", index)
             raw = _validate(RawListener, item, at, errors)
             if raw is None:
                 continue
-            host, port = parse_host_port(raw.address, allow_port_zero=True)
-            ident = (host.lower(), port)
-            if ident in seen_addresses and port != 0:
+            host, port, unix_path = parse_listen_address(raw.address)
+            ident: tuple[str, int | str] = (
+                ("unix", unix_path) if unix_path is not None else (host.lower(), port))
+            if ident in seen_addresses and (port != 0 or unix_path is not None):
                 errors.add((*at, "address"),
                            f'duplicate listener address "{raw.address}" (also listeners'
                            f"[{seen_addresses[ident]}]); give each listener its own address")
             seen_addresses.setdefault(ident, index)
+            if raw.socket_mode is not None and unix_path is None:
+                errors.add((*at, "socketMode"), "only applies to unix: addresses; remove it "
+                                                "or listen on unix:/path")
             if raw.cache is None:
                 cache_name = default_cache((*at, "cache"))
             elif raw.cache == LOCAL_DEFAULT or raw.cache in first_seen:
@@ -732,7 +740,11 @@ def _build(
                                            f"define it or use one of: {choices}")
                 cache_name = None
             if cache_name is not None:
-                listeners.append(ListenerConfig(raw.address, host, port, cache_name))
+                listeners.append(ListenerConfig(
+                    raw.address, host, port, cache_name, unix_path=unix_path,
+                    socket_mode=raw.socket_mode if raw.socket_mode is not None
+                    else DEFAULT_SOCKET_MODE,
+                    max_clients=raw.max_clients, password=raw.password))
 
     if listen is not None:
         count = len(raw_listeners) if raw_listeners else 1
@@ -742,11 +754,13 @@ def _build(
                                    "file instead")
         else:
             try:
-                host, port = parse_host_port(listen, allow_port_zero=True)
+                host, port, unix_path = parse_listen_address(listen)
             except ValueError as exc:
                 errors.add("--listen", str(exc))
             else:
-                listeners = [ListenerConfig(listen.strip(), host, port, item.cache)
+                # Only the address changes: maxClients, password and socketMode stay.
+                listeners = [dataclasses.replace(item, address=listen.strip(), host=host,
+                                                 port=port, unix_path=unix_path)
                              for item in listeners]
     return listeners, caches, profiles
 

@@ -32,7 +32,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 __all__ = [
     "DEFAULT_DATABASES",
     "DEFAULT_LISTEN_ADDRESS",
+    "DEFAULT_MAX_CLIENTS",
     "DEFAULT_MAX_ENTRIES",
+    "DEFAULT_SOCKET_MODE",
     "LOCAL_DEFAULT",
     "CacheConfig",
     "Config",
@@ -42,11 +44,16 @@ __all__ = [
     "RedisConfig",
     "TLSProfile",
     "parse_host_port",
+    "parse_listen_address",
 ]
 
 LOCAL_DEFAULT = "local_default"
 DEFAULT_LISTEN_ADDRESS = "127.0.0.1:6379"
 DEFAULT_MAX_ENTRIES = 1_000_000
+DEFAULT_MAX_CLIENTS = 10_000
+DEFAULT_SOCKET_MODE = 0o600
+UNIX_PREFIX = "unix:"
+MAX_UNIX_PATH_BYTES = 107  # sun_path is 108 bytes on Linux, NUL included
 DEFAULT_DATABASES = 16
 DEFAULT_CONNECT_TIMEOUT = 2.0
 DEFAULT_COMMAND_TIMEOUT = 5.0
@@ -85,10 +92,14 @@ class ConfigError(Exception):
 class ListenerConfig:
     """One client-facing listening socket and the cache it serves."""
 
-    address: str  # as written, e.g. "127.0.0.1:6379" or "[::1]:6379"
-    host: str  # without IPv6 brackets
-    port: int  # 0 means "let the kernel pick a free port"
+    address: str  # as written, e.g. "127.0.0.1:6379", "[::1]:6379" or "unix:/run/x.sock"
+    host: str  # without IPv6 brackets; "" for a Unix socket
+    port: int  # 0 means "let the kernel pick a free port"; 0 for a Unix socket
     cache: str  # resolved cache name, a key of Config.caches
+    unix_path: str | None = None  # absolute path of the Unix socket, None for TCP
+    socket_mode: int = DEFAULT_SOCKET_MODE  # chmod of the Unix socket file
+    max_clients: int = DEFAULT_MAX_CLIENTS  # connections beyond this are refused
+    password: str | None = field(default=None, repr=False)  # clients must AUTH first
 
 
 @dataclass(frozen=True)
@@ -237,9 +248,49 @@ def parse_host_port(text: Any, *, allow_port_zero: bool) -> tuple[str, int]:
     return host, port
 
 
+def parse_listen_address(text: Any) -> tuple[str, int, str | None]:
+    """``(host, port, None)`` for HOST:PORT, ``("", 0, path)`` for ``unix:/abs/path``.
+
+    Raises ValueError with a ``what; fix`` message that does not echo the input.
+    """
+    if isinstance(text, str) and text.strip().startswith(UNIX_PREFIX):
+        path = text.strip()[len(UNIX_PREFIX):]
+        example = 'for example "unix:/run/cachecloak/cachecloak.sock"'
+        if not path.startswith("/"):
+            raise InvalidValue(f"the Unix socket path must be absolute; {example}")
+        if "\0" in path or len(path.encode("utf-8", "surrogateescape")) > MAX_UNIX_PATH_BYTES:
+            raise InvalidValue(f"the Unix socket path must be at most {MAX_UNIX_PATH_BYTES} "
+                               f"bytes without NUL characters; use a shorter path, {example}")
+        if path.endswith("/"):
+            raise InvalidValue(f"the Unix socket path must name a file, not a directory; "
+                               f"{example}")
+        return "", 0, path
+    host, port = parse_host_port(text, allow_port_zero=True)
+    return host, port, None
+
+
 def _listen_address(value: Any) -> str:
-    parse_host_port(value, allow_port_zero=True)
+    parse_listen_address(value)
     return value.strip()
+
+
+def _socket_mode(value: Any) -> int:
+    fix = 'write an octal mode in quotes, for example socketMode: "0660"'
+    if not isinstance(value, str):
+        raise InvalidValue(f"must be a string; {fix}")
+    if not re.fullmatch(r"0?[0-7]{3}", value.strip()):
+        raise InvalidValue(f"must be an octal permission mode of 3 digits; {fix}")
+    return int(value.strip(), 8)
+
+
+def _listener_password(value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidValue("must be a string; write the password in quotes or use a "
+                           "<namespace.key> secret reference")
+    if not value:
+        raise InvalidValue("must not be empty; set a password or remove password: to let "
+                           "clients connect without authentication")
+    return value
 
 
 def _upstream_address(value: Any) -> str:
@@ -340,6 +391,8 @@ def _tls_version(value: Any) -> str:
 
 
 ListenAddress = Annotated[str, BeforeValidator(_listen_address)]
+SocketMode = Annotated[int, BeforeValidator(_socket_mode)]
+ListenerPassword = Annotated[str, BeforeValidator(_listener_password)]
 TLSVersion = Annotated[str, BeforeValidator(_tls_version)]
 UpstreamAddress = Annotated[str, BeforeValidator(_upstream_address)]
 Duration = Annotated[float, BeforeValidator(_duration)]
@@ -361,6 +414,11 @@ class _RawModel(BaseModel):
 class RawListener(_RawModel):
     address: ListenAddress
     cache: CacheRef | None = None
+    socket_mode: SocketMode | None = Field(None, alias="socketMode")
+    max_clients: Annotated[
+        int, _int_between(1, None, "allow at least 1 client, for example 10000")
+    ] = Field(DEFAULT_MAX_CLIENTS, alias="maxClients")
+    password: ListenerPassword | None = None
 
 
 class RawTLSProfile(_RawModel):

@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import signal
+import socket
+import stat
 import time
 
 from proxy.backends.inprocess import LocalBackend
@@ -43,6 +46,9 @@ class Server:
         self.config = config
         self.caches: dict[str, Cache] = {}
         self.clients: dict[int, ClientConnection] = {}
+        self.listener_clients: dict[int, int] = {}  # id(listener) -> connected clients
+        self.auth_failures = 0  # wrong listener passwords (AUTH, HELLO ... AUTH)
+        self._unix_sockets: list[tuple[str, int]] = []  # (path, inode) to remove at stop
         self.started_at = time.time()
         self._servers: list[asyncio.AbstractServer] = []
         self._stop = asyncio.Event()
@@ -51,11 +57,22 @@ class Server:
             if name in used:
                 self.caches[name] = Cache.from_config(cfg, build_backend(cfg))
 
+    def admit(self, listener) -> bool:
+        """Count a new connection on `listener`; False when it already has maxClients."""
+        key = id(listener)
+        count = self.listener_clients.get(key, 0)
+        if count >= listener.max_clients:
+            return False
+        self.listener_clients[key] = count + 1
+        return True
+
     def client_connected(self, client: ClientConnection) -> None:
         self.clients[client.id] = client
 
     def client_disconnected(self, client: ClientConnection) -> None:
-        self.clients.pop(client.id, None)
+        if self.clients.pop(client.id, None) is not None:
+            key = id(client.listener)
+            self.listener_clients[key] = self.listener_clients.get(key, 1) - 1
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -68,19 +85,65 @@ class Server:
                 return ClientConnection(self, listener, cache)
 
             try:
-                server = await loop.create_server(factory, listener.host, listener.port,
-                                                  reuse_address=True, backlog=4096)
+                if listener.unix_path is not None:
+                    sock = self._bind_unix(listener)
+                    server = await loop.create_unix_server(factory, sock=sock, backlog=4096)
+                else:
+                    server = await loop.create_server(factory, listener.host, listener.port,
+                                                      reuse_address=True, backlog=4096)
             except OSError as exc:
                 reason = {errno.EADDRINUSE: "the address is already in use; stop the other "
                           "process or choose another address with --listen",
                           errno.EADDRNOTAVAIL: "no local interface has that address; use a "
                           "local address such as 127.0.0.1",
                           errno.EACCES: "permission denied; ports below 1024 need privileges"
+                          if listener.unix_path is None else "permission denied; the "
+                          "socket's directory must be writable by this user",
+                          errno.ENOENT: "the socket's directory does not exist; create it",
                           }.get(exc.errno, exc.strerror or str(exc))
                 raise StartupError(f"cannot listen on {listener.address}: {reason}") from None
             self._servers.append(server)
             log.info("listening on %s for cache %s (%s)", listener.address, cache.name,
                      cache.backend.description)
+
+    def _bind_unix(self, listener) -> socket.socket:
+        """Bind a Unix socket at listener.unix_path and chmod it to socketMode.
+
+        A socket file left by an earlier run is removed only when nothing answers on
+        it; a live socket or a file that is not a socket stops the start."""
+        path = listener.unix_path
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            st = None
+        if st is not None:
+            if not stat.S_ISSOCK(st.st_mode):
+                raise StartupError(f"cannot listen on {listener.address}: the path exists "
+                                   "and is not a socket; remove it or choose another path")
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.settimeout(1.0)
+                probe.connect(path)
+            except (ConnectionRefusedError, FileNotFoundError):
+                os.unlink(path)  # stale: nobody is listening on it
+                log.info("removed the stale socket file of %s", listener.address)
+            except OSError:
+                pass  # let bind() report what is wrong
+            else:
+                raise StartupError(f"cannot listen on {listener.address}: another process "
+                                   "is listening on it; stop it or choose another path")
+            finally:
+                probe.close()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+            os.chmod(path, listener.socket_mode)
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        self._unix_sockets.append((path, os.stat(path).st_ino))
+        return sock
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -108,4 +171,10 @@ class Server:
                 client.transport.close()
         for cache in self.caches.values():
             await cache.backend.close()
+        for path, inode in self._unix_sockets:
+            try:
+                if os.stat(path).st_ino == inode:
+                    os.unlink(path)
+            except OSError:
+                pass
         log.info("stopped")

@@ -78,7 +78,11 @@ class Slot:
 class ClientConnection(asyncio.Protocol):
     def __init__(self, server, listener, cache):
         self.server = server
+        self.listener = listener
         self.listener_port = listener.port
+        self.password: bytes | None = (
+            listener.password.encode("utf-8") if listener.password is not None else None)
+        self.rejected = False
         self.cache = cache
         self.route = None
         self.transport: asyncio.Transport | None = None
@@ -105,6 +109,8 @@ class ClientConnection(asyncio.Protocol):
         self.db = 0
         self.proto = 2
         self.name: bytes | None = None
+        # With a listener password, RESET makes the client authenticate again (as Redis).
+        self.authenticated = self.password is None
         # MULTI ... EXEC: commands queued by the client (proxy.commands.transactions).
         self.multi = None
         # While a transaction is being assembled, forward() and reply() record what the
@@ -119,18 +125,30 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        if not self.server.admit(self.listener):
+            # Redis's own reply when maxclients is reached; the others are unaffected.
+            self.rejected = self._closing = self._closed = True
+            transport.write(b"-ERR max number of clients reached\r\n")
+            transport.close()
+            return
         sock = transport.get_extra_info("socket")
         if sock is not None:
             self.fd = sock.fileno()
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.peer = _address(transport.get_extra_info("peername"))
-        self.local = _address(transport.get_extra_info("sockname"))
+        if self.listener.unix_path is not None:
+            # As Redis: addr=/path:0 laddr=/path:0 for a Unix socket client.
+            self.peer = self.local = f"{self.listener.unix_path}:0"
+        else:
+            self.peer = _address(transport.get_extra_info("peername"))
+            self.local = _address(transport.get_extra_info("sockname"))
         self.route = self.cache.backend.route()
         self.server.client_connected(self)
 
     def connection_lost(self, exc) -> None:
         self._closed = True
+        if self.rejected:
+            return
         for slot in self._slots:
             if slot.start is not None and not slot.start.done():
                 slot.start.cancel()

@@ -49,7 +49,8 @@ def test_unknown_field_in_hashing_keys_lists_only_current(write_config) -> None:
 def test_unknown_listener_field(write_config) -> None:
     text = "listeners:\n  - address: 127.0.0.1:7000\n    port: 7000\n"
     assert one_error(write_config, text) == (
-        "listeners[0].port: unknown field; allowed fields here: address, cache"
+        "listeners[0].port: unknown field; allowed fields here: address, cache, socketMode, "
+        "maxClients, password"
     )
 
 
@@ -387,7 +388,7 @@ def test_listener_address_is_required_and_checked(write_config) -> None:
     errors = config_errors(write_config("listeners:\n  - cache: local_default\n"
                                         "  - address: localhost\n"))
     assert errors == [
-        ("listeners[0].address: required; set it to HOST:PORT, for example "
+        ("listeners[0].address: required; set it to HOST:PORT or unix:/path, for example "
         "address: 127.0.0.1:6379"),
         'listeners[1].address: must be HOST:PORT; for example "127.0.0.1:6379" or "[::1]:6379"',
     ]
