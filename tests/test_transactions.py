@@ -65,6 +65,10 @@ RMW_SEQUENCES = {
         ("EXPIRE", "h", "500"), ("HINCRBY", "h", "f", "1"), ("TTL", "h"),
         ("MULTI",), ("HSET", "h2", "a", "1"), ("HINCRBY", "h2", "a", "2"),
         ("HINCRBY", "h2", "b", "3"), ("HGET", "h2", "a"), ("EXEC",),
+        # One key read both as a string and as a hash in one transaction.
+        ("SET", "x", "0.5"), ("MULTI",), ("INCRBYFLOAT", "x", "0.5"), ("HINCRBY", "x", "a", "1"),
+        ("EXEC",), ("HSET", "y", "a", "1"), ("MULTI",), ("HINCRBY", "y", "a", "1"),
+        ("INCR", "y"), ("HGET", "y", "a"), ("EXEC",),
     ],
     "ttl-is-kept": [
         ("SET", "t", "1", "EX", "1000"), ("INCR", "t"), ("TTL", "t"),

@@ -323,7 +323,9 @@ def _load_scratch(cache, reads: list[tuple[_Target, object]]
     for target, blob in reads:
         key = target.key
         if isinstance(blob, ReplyError):  # WRONGTYPE: a value of the other kind
-            scratch._store(key, {} if target.field is None else b"")
+            # Another read of the same key may already have loaded its real value.
+            if not scratch.execute([b"EXISTS", key]):
+                scratch._store(key, {} if target.field is None else b"")
             continue
         if blob is None:
             continue
