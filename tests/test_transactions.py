@@ -69,6 +69,11 @@ RMW_SEQUENCES = {
         ("SET", "x", "0.5"), ("MULTI",), ("INCRBYFLOAT", "x", "0.5"), ("HINCRBY", "x", "a", "1"),
         ("EXEC",), ("HSET", "y", "a", "1"), ("MULTI",), ("HINCRBY", "y", "a", "1"),
         ("INCR", "y"), ("HGET", "y", "a"), ("EXEC",),
+        # A key of a third type read both ways: WRONGTYPE for both, as in Redis.
+        ("SADD", "st", "m"), ("MULTI",), ("HINCRBY", "st", "a", "1"),
+        ("INCRBYFLOAT", "st", "0.5"), ("EXEC",), ("RPUSH", "li", "e"), ("ZADD", "zz", "1", "m"),
+        ("MULTI",), ("INCR", "li"), ("HINCRBY", "zz", "f", "1"), ("APPEND", "li", "x"),
+        ("EXEC",),
     ],
     "ttl-is-kept": [
         ("SET", "t", "1", "EX", "1000"), ("INCR", "t"), ("TTL", "t"),

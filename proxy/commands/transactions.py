@@ -29,11 +29,12 @@ Must never: send a plaintext value, apply an update twice, or log arguments.
 from __future__ import annotations
 
 import copy
+from collections import deque
 from dataclasses import dataclass, field
 
 from hiredis import ReplyError
 
-from proxy.backends.local import LocalStore
+from proxy.backends.local import LocalStore, ZSet
 from proxy.cache import DecryptRefused
 from proxy.commands import replies
 from proxy.commands.table import TABLE, Command, arity_error, arity_ok, register
@@ -316,16 +317,33 @@ def _mirror_args(cache, db: int, plain: list[bytes], command: Command) -> list[b
     return args
 
 
-def _load_scratch(cache, reads: list[tuple[_Target, object]]
+def _placeholder(kind: bytes):
+    """A stand-in value of Redis type `kind`, so the scratch store answers WRONGTYPE
+    exactly where Redis would (its content is never read)."""
+    return {b"string": b"", b"hash": {b"": b""}, b"set": {b""},
+            b"list": deque([b""]), b"zset": ZSet([(0.0, b"")])}.get(kind)
+
+
+def _load_scratch(cache, reads: list[tuple[_Target, object]],
+                  types: dict[bytes, bytes] | None = None
                   ) -> tuple[LocalStore, bytes | None]:
-    """A scratch store holding the decrypted current values the transaction reads."""
+    """A scratch store holding the decrypted current values the transaction reads.
+
+    `types` (key -> Redis TYPE reply) fills in keys whose reads answered WRONGTYPE
+    with a stand-in of their real type."""
     scratch = LocalStore()
+    for key, kind in (types or {}).items():
+        placeholder = _placeholder(kind)
+        if placeholder is not None and kind != b"string" and kind != b"hash":
+            scratch._store(key, placeholder)
     for target, blob in reads:
         key = target.key
-        if isinstance(blob, ReplyError):  # WRONGTYPE: a value of the other kind
-            # Another read of the same key may already have loaded its real value.
+        if isinstance(blob, ReplyError):  # WRONGTYPE: the key holds another type
+            kind = (types or {}).get(key)
             if not scratch.execute([b"EXISTS", key]):
-                scratch._store(key, {} if target.field is None else b"")
+                placeholder = _placeholder(kind) if kind else None
+                scratch._store(key, placeholder if placeholder is not None else
+                               ({} if target.field is None else b""))
             continue
         if blob is None:
             continue
@@ -432,10 +450,11 @@ async def execute(client, queue: list[list[bytes]], watch: WatchState | None):
         for _attempt in range(MAX_ATTEMPTS):
             scratch, problem = LocalStore(), None
             if rmw_keys:
-                reads = await _watch_and_read(route, rmw_keys, targets)
-                if isinstance(reads, bytes):
-                    return reads
-                scratch, problem = _load_scratch(cache, reads)
+                read = await _watch_and_read(route, rmw_keys, targets)
+                if isinstance(read, bytes):
+                    return read
+                reads, types = read
+                scratch, problem = _load_scratch(cache, reads, types)
                 if problem is not None:
                     return problem
             plan = _plan(client, items, scratch)
@@ -476,20 +495,22 @@ def _first_keys(cache, items):
 
 
 async def _watch_and_read(route, keys: list[bytes], targets: list[_Target]):
-    """WATCH the keys, then read the targets: [(target, blob or WRONGTYPE error)], or
-    an error reply."""
+    """WATCH the keys, then read their types and the targets: ([(target, blob or
+    WRONGTYPE error)], {key: type}), or an error reply."""
     futures = [_submit(route, [b"WATCH", *keys])]
+    futures += [_submit(route, [b"TYPE", key]) for key in keys]
     futures += [_submit(route, target.read()) for target in targets]
     route.flush()
     results = [await f for f in futures]
     if isinstance(results[0], ReplyError):
         return writer.error(str(results[0]))
+    types = dict(zip(keys, results[1:1 + len(keys)], strict=True))
     reads = []
-    for target, reply in zip(targets, results[1:], strict=True):
+    for target, reply in zip(targets, results[1 + len(keys):], strict=True):
         if isinstance(reply, ReplyError) and not str(reply).startswith("WRONGTYPE"):
             return writer.error(str(reply))
         reads.append((target, reply))
-    return reads
+    return reads, types
 
 
 async def _multi_exec(route, commands: list[list[bytes]]):
@@ -535,7 +556,8 @@ def _execute_local(client, items, watch, db_after):
         else:
             target = _Target(cache, item)
             blob = store.store.execute(target.read())
-            scratch, problem = _load_scratch(cache, [(target, blob)])
+            kind = store.store.execute([b"TYPE", target.key])
+            scratch, problem = _load_scratch(cache, [(target, blob)], {target.key: kind})
             if problem is not None:
                 elements.append(problem)
                 continue
