@@ -44,11 +44,13 @@ from proxy.config.schema import (
     DEFAULT_SOCKET_MODE,
     LOCAL_DEFAULT,
     SYSTEM_TLS,
+    AdminConfig,
     CacheConfig,
     Config,
     ConfigError,
     ListenerConfig,
     LocalConfig,
+    RawAdmin,
     RawCache,
     RawConfig,
     RawEncryption,
@@ -537,6 +539,24 @@ def _build_tls_profiles(tree: dict[Any, Any], errors: _Errors) -> dict[str, TLSP
     return profiles
 
 
+def _build_admin(tree: dict[Any, Any], errors: _Errors) -> AdminConfig | None:
+    """The admin endpoint, or None when the file has no admin: section (the default)."""
+    if "admin" not in tree:
+        return None
+    item = tree.get("admin")
+    if item is None:  # "admin:" with nothing under it: the defaults
+        item = {}
+    if not isinstance(item, dict):
+        errors.add("admin", 'must be a mapping; write admin: with address: "HOST:PORT" '
+                            'under it, for example address: "127.0.0.1:9121"')
+        return None
+    raw = _validate(RawAdmin, item, ("admin",), errors)
+    if raw is None:
+        return None
+    host, port = parse_host_port(raw.address, allow_port_zero=True)
+    return AdminConfig(address=raw.address, host=host, port=port)
+
+
 def _build_cache(raw: RawCache, at: Loc, errors: _Errors,
                  profiles: dict[str, TLSProfile]) -> CacheConfig:
     redis_cfg: RedisConfig | None = None
@@ -811,6 +831,8 @@ def load_config(
         tree = _resolve_secrets(tree, provider, provider_failed, errors)
 
     listeners, caches, profiles = _build(tree, listen, errors)
+    admin = _build_admin(tree, errors)
     if len(errors):
         raise ConfigError(errors.lines())
-    return Config(listeners=listeners, caches=caches, source=path, tls_profiles=profiles)
+    return Config(listeners=listeners, caches=caches, source=path, tls_profiles=profiles,
+                  admin=admin)

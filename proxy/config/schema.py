@@ -30,12 +30,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 __all__ = [
+    "DEFAULT_ADMIN_ADDRESS",
     "DEFAULT_DATABASES",
     "DEFAULT_LISTEN_ADDRESS",
     "DEFAULT_MAX_CLIENTS",
     "DEFAULT_MAX_ENTRIES",
     "DEFAULT_SOCKET_MODE",
     "LOCAL_DEFAULT",
+    "AdminConfig",
     "CacheConfig",
     "Config",
     "ConfigError",
@@ -49,6 +51,7 @@ __all__ = [
 
 LOCAL_DEFAULT = "local_default"
 DEFAULT_LISTEN_ADDRESS = "127.0.0.1:6379"
+DEFAULT_ADMIN_ADDRESS = "127.0.0.1:9121"
 DEFAULT_MAX_ENTRIES = 1_000_000
 DEFAULT_MAX_CLIENTS = 10_000
 DEFAULT_SOCKET_MODE = 0o600
@@ -120,6 +123,15 @@ SYSTEM_TLS = TLSProfile(name="(system trust store)")
 
 
 @dataclass(frozen=True)
+class AdminConfig:
+    """The admin HTTP endpoint (top-level ``admin:``): /metrics, /healthz, /readyz."""
+
+    address: str = DEFAULT_ADMIN_ADDRESS  # as written
+    host: str = "127.0.0.1"  # without IPv6 brackets
+    port: int = 9121  # 0: let the kernel pick a free port
+
+
+@dataclass(frozen=True)
 class RedisConfig:
     """Upstream Redis connection settings of a ``type: redis`` cache."""
 
@@ -177,6 +189,7 @@ class Config:
     caches: dict[str, CacheConfig]  # file order, then local_default
     tls_profiles: dict[str, TLSProfile] = field(default_factory=dict)
     source: str | None = None  # path of the file it came from, None for the built-in default
+    admin: AdminConfig | None = None  # None: no admin endpoint (the default)
 
 
 def local_default_cache() -> CacheConfig:
@@ -293,6 +306,11 @@ def _listener_password(value: Any) -> str:
     return value
 
 
+def _admin_address(value: Any) -> str:
+    parse_host_port(value, allow_port_zero=True)
+    return value.strip()
+
+
 def _upstream_address(value: Any) -> str:
     parse_host_port(value, allow_port_zero=False)
     return value.strip()
@@ -395,6 +413,7 @@ SocketMode = Annotated[int, BeforeValidator(_socket_mode)]
 ListenerPassword = Annotated[str, BeforeValidator(_listener_password)]
 TLSVersion = Annotated[str, BeforeValidator(_tls_version)]
 UpstreamAddress = Annotated[str, BeforeValidator(_upstream_address)]
+AdminAddress = Annotated[str, BeforeValidator(_admin_address)]
 Duration = Annotated[float, BeforeValidator(_duration)]
 HexKey = Annotated[bytes, BeforeValidator(_hex_key)]
 CacheName = Annotated[str, BeforeValidator(_cache_name)]
@@ -428,6 +447,10 @@ class RawTLSProfile(_RawModel):
     min_version: TLSVersion = Field("1.2", alias="minVersion")
     max_version: TLSVersion | None = Field(None, alias="maxVersion")
     server_name: str | None = Field(None, alias="serverName")
+
+
+class RawAdmin(_RawModel):
+    address: AdminAddress = DEFAULT_ADMIN_ADDRESS
 
 
 class RawSentinel(_RawModel):
@@ -502,3 +525,4 @@ class RawConfig(_RawModel):
     listeners: list[Any] | None = None
     caches: list[Any] | None = None
     tls: dict[str, Any] | None = None
+    admin: Any = None  # validated by the loader (RawAdmin), with field paths

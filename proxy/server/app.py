@@ -20,6 +20,7 @@ from proxy.backends.inprocess import LocalBackend
 from proxy.backends.redis import make_redis_backend
 from proxy.backends.redis.tls import TLSSetupError
 from proxy.cache import Cache
+from proxy.metrics import IOStats
 from proxy.server.client import ClientConnection
 
 log = logging.getLogger("cachecloak")
@@ -52,10 +53,32 @@ class Server:
         self.started_at = time.time()
         self._servers: list[asyncio.AbstractServer] = []
         self._stop = asyncio.Event()
+        self._io: dict[int, IOStats] = {}  # id(listener) -> bytes in and out
         used = {listener.cache for listener in config.listeners}
         for name, cfg in config.caches.items():
             if name in used:
                 self.caches[name] = Cache.from_config(cfg, build_backend(cfg))
+        # Per-command metrics and the admin endpoint exist only with an admin: section.
+        self.metrics = None
+        self.admin = None
+        admin_cfg = getattr(config, "admin", None)
+        if admin_cfg is not None:
+            from proxy.metrics import Metrics
+            from proxy.server.admin import AdminServer
+
+            self.metrics = Metrics(self)
+            self.admin = AdminServer(self, self.metrics, admin_cfg)
+
+    def io_stats(self, listener) -> IOStats:
+        """The byte counters of `listener` (shared by its clients)."""
+        stats = self._io.get(id(listener))
+        if stats is None:
+            stats = self._io[id(listener)] = IOStats()
+        return stats
+
+    def command_metrics(self, cache_name: str):
+        """The per-command metrics of a cache, or None without an admin: section."""
+        return self.metrics.caches.get(cache_name) if self.metrics is not None else None
 
     def admit(self, listener) -> bool:
         """Count a new connection on `listener`; False when it already has maxClients."""
@@ -105,6 +128,20 @@ class Server:
             self._servers.append(server)
             log.info("listening on %s for cache %s (%s)", listener.address, cache.name,
                      cache.backend.description)
+        if self.admin is not None:
+            try:
+                await self.admin.start()
+            except OSError as exc:
+                reason = {errno.EADDRINUSE: "the address is already in use; stop the other "
+                          "process or choose another admin.address",
+                          errno.EADDRNOTAVAIL: "no local interface has that address; use a "
+                          "local address such as 127.0.0.1",
+                          errno.EACCES: "permission denied; ports below 1024 need privileges",
+                          }.get(exc.errno, exc.strerror or str(exc))
+                raise StartupError(f"admin: cannot listen on {self.admin.config.address}: "
+                                   f"{reason}") from None
+            log.info("admin endpoint (/metrics, /healthz, /readyz) on %s",
+                     self.admin.config.address)
 
     def _bind_unix(self, listener) -> socket.socket:
         """Bind a Unix socket at listener.unix_path and chmod it to socketMode.
@@ -160,6 +197,8 @@ class Server:
         log.info("stopping: no new connections; draining %d client(s)", len(self.clients))
         for server in self._servers:
             server.close()
+        if self.admin is not None:
+            await self.admin.stop()
         deadline = time.monotonic() + DRAIN_TIMEOUT
         while any(c.has_pending() for c in self.clients.values()):
             if time.monotonic() > deadline:

@@ -22,6 +22,7 @@ import socket
 import time
 import traceback
 from collections import deque
+from time import perf_counter
 
 from hiredis import ReplyError
 
@@ -48,13 +49,15 @@ class Slot:
     after the command must not change how its reply is opened or encoded.
     """
 
-    __slots__ = ("client", "decode", "ctx", "data", "cache", "db", "proto", "start")
+    __slots__ = ("client", "decode", "ctx", "data", "cache", "db", "proto", "start", "stat",
+                 "t0")
 
     def __init__(self, client, decode, ctx):
         self.client = client
         self.decode = decode
         self.ctx = ctx
         self.data: bytes | None = None
+        self.stat = None  # with metrics: the command's entry, told when data is there
         self.start: asyncio.Future | None = None  # a multi-step operation waiting its turn
         if client is not None:
             self.cache = client.cache
@@ -64,15 +67,19 @@ class Slot:
     def complete(self, reply) -> None:
         if type(reply) is ReplyError:
             self.data = writer.error(str(reply))
-            return
-        try:
-            self.data = self.decode(self, self.ctx, reply)
-        except Exception as exc:  # noqa: BLE001 - a bad reply must not kill the loop
-            log.error("could not decode a reply (%s)", type(exc).__name__)
-            self.data = writer.error("ERR cachecloak could not decode Redis's reply")
+        else:
+            try:
+                self.data = self.decode(self, self.ctx, reply)
+            except Exception as exc:  # noqa: BLE001 - a bad reply must not kill the loop
+                log.error("could not decode a reply (%s)", type(exc).__name__)
+                self.data = writer.error("ERR cachecloak could not decode Redis's reply")
+        if self.stat is not None:
+            self.stat.finish(self.t0, self.data)
 
     def fail(self, error_reply: bytes) -> None:
         self.data = error_reply
+        if self.stat is not None:
+            self.stat.finish(self.t0, error_reply)
 
 
 class ClientConnection(asyncio.Protocol):
@@ -84,6 +91,8 @@ class ClientConnection(asyncio.Protocol):
             listener.password.encode("utf-8") if listener.password is not None else None)
         self.rejected = False
         self.cache = cache
+        self.io = server.io_stats(listener)  # bytes in and out, per listener
+        self.stats = server.command_metrics(cache.name)  # None without admin:
         self.route = None
         self.transport: asyncio.Transport | None = None
         self.reader = RequestReader()
@@ -175,6 +184,7 @@ class ClientConnection(asyncio.Protocol):
         if self._closing:
             return
         self.last_active = time.monotonic()
+        self.io.received += len(data)
         reader = self.reader
         commands = reader.feed(data)
         if self._blocked or self._backlog:
@@ -244,6 +254,32 @@ class ClientConnection(asyncio.Protocol):
     # -- internals ------------------------------------------------------------------
 
     def _dispatch(self, args: list[bytes]) -> None:
+        stats = self.stats
+        if stats is None:
+            self._run(args)
+            return
+        # Metrics: from here to the moment the command's reply is there (now, or when
+        # its slot is filled).
+        t0 = perf_counter()
+        entry = stats.entries.get(args[0])
+        if entry is None:
+            entry = stats.resolve(args[0])
+        slots, out = self._slots, self._out
+        before_slots, before_out = len(slots), len(out)
+        self._run(args)
+        if len(slots) > before_slots:
+            slot = slots[before_slots]
+            if slot.data is None:  # answered later: Slot.complete/fail or _run_operation
+                slot.t0 = t0
+                slot.stat = entry
+                return
+            entry.finish(t0, slot.data)
+        elif len(out) > before_out:
+            entry.finish(t0, out[before_out])
+        else:  # recorded for a transaction, or no reply at all
+            entry.finish(t0, None)
+
+    def _run(self, args: list[bytes]) -> None:
         try:
             dispatch(self, args)
         except Exception as exc:  # noqa: BLE001 - one bad command must not drop the client
@@ -278,6 +314,8 @@ class ClientConnection(asyncio.Protocol):
         finally:
             if not started:
                 operation.close()
+        if slot.stat is not None:
+            slot.stat.finish(slot.t0, slot.data)
         self._blocked -= 1
         if self._closed:
             return
@@ -307,7 +345,9 @@ class ClientConnection(asyncio.Protocol):
             if start is not None and not start.done():
                 start.set_result(None)  # a multi-step operation's turn has come
         if out:
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            data = out[0] if len(out) == 1 else b"".join(out)
+            self.io.sent += len(data)
+            self.transport.write(data)
             out.clear()
         if self._closing and not slots:
             self.transport.close()

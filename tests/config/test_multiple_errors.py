@@ -35,7 +35,7 @@ unknown: 1
 def test_every_problem_is_reported_in_one_error(write_config) -> None:
     errors = config_errors(write_config(BROKEN))
     assert errors == [
-        "unknown: unknown field; allowed fields here: listeners, caches, tls",
+        "unknown: unknown field; allowed fields here: listeners, caches, tls, admin",
         ("caches[0].redis.poolSize: must be a number from 1 to 64; use from 1 to 64 upstream "
         "connections"),
         ('caches[0].encryption.keys.current: must be 64 hex characters (32 bytes); generate one '

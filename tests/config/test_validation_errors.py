@@ -21,7 +21,7 @@ def one_error(write_config, text: str) -> str:
 def test_unknown_top_level_field_lists_allowed_names(write_config) -> None:
     assert one_error(write_config, "cache: []\n") == (
         'cache: unknown field (did you mean "caches"?); allowed fields here: listeners, caches, '
-        'tls'
+        'tls, admin'
     )
 
 

@@ -1,0 +1,237 @@
+"""Prometheus metrics for the admin endpoint (``admin:`` in the configuration).
+
+Two kinds:
+
+* Per-command counts and durations are recorded on the hot path, so they are kept
+  cheap: one ``perf_counter()`` per command, a dict lookup keyed by the command name as
+  the client sent it, and plain integer additions (the proxy runs on one event loop,
+  so no locks: prometheus_client's own Counter/Histogram cost about 2 µs per command
+  more, measured).  They are turned into Prometheus samples at scrape time.  Only
+  names from the command table (or of a refused Redis command) become labels;
+  anything else is ``unknown``, so clients cannot grow the label set.
+* Everything the proxy already counts (connections, bytes, upstream connection
+  states, decrypt failures, encryptions, AUTH failures) is read at scrape time by a
+  custom collector: no extra work per command.
+
+Labels hold cache names, listener addresses, command names, decrypt failure reasons and
+key identifiers (HKDF-derived, as INFO shows them): never a key, a value or key material.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from time import perf_counter
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.utils import floatToGoString
+
+UNKNOWN = "unknown"
+# Command names as sent (any casing) kept in the lookup dict; beyond this, names are
+# resolved on every use (still to bounded labels).
+_MAX_NAMES = 2048
+# From 50 µs (a local answer) to 10 s (a slow upstream or a long multi-step operation).
+DURATION_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+UPSTREAM_STATES = ("down", "connecting", "handshake", "ready")
+# Error replies that say cachecloak refuses a command (proxy.commands.refusals and the
+# commands that refuse some of their forms): counted as "refused", not "error".
+_REFUSALS = (b"-ERR cachecloak does not serve", b"-ERR unknown command",
+             b"-ERR unknown subcommand")
+
+
+class IOStats:
+    """Bytes read from and written to the clients of one listener."""
+
+    __slots__ = ("received", "sent")
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.sent = 0
+
+
+class Durations:
+    """The duration histogram of one cache: counts per bucket (not cumulative; the
+    last is +Inf) and the sum, turned into Prometheus's form at scrape time."""
+
+    __slots__ = ("counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(DURATION_BUCKETS) + 1)
+        self.sum = 0.0
+
+
+class CommandEntry:
+    """What one (cache, command) counts: replies per outcome, durations per cache."""
+
+    __slots__ = ("ok", "error", "refused", "durations")
+
+    def __init__(self, durations: Durations) -> None:
+        self.ok = self.error = self.refused = 0
+        self.durations = durations
+
+    def finish(self, t0: float, data: bytes | None) -> None:
+        """The reply `data` is there: count its outcome and the time since `t0`."""
+        elapsed = perf_counter() - t0
+        durations = self.durations
+        durations.counts[bisect_left(DURATION_BUCKETS, elapsed)] += 1
+        durations.sum += elapsed
+        if data and data[0] in (45, 33):  # "-" error, "!" RESP3 blob error
+            if data.startswith(_REFUSALS):  # what cachecloak does not serve, by design
+                self.refused += 1
+            else:
+                self.error += 1
+        else:
+            self.ok += 1
+
+
+class RefusedEntry(CommandEntry):
+    """A command name that is not in the command table: always refused."""
+
+    __slots__ = ()
+
+    def finish(self, t0: float, data: bytes | None) -> None:
+        elapsed = perf_counter() - t0
+        durations = self.durations
+        durations.counts[bisect_left(DURATION_BUCKETS, elapsed)] += 1
+        durations.sum += elapsed
+        self.refused += 1
+
+
+class CacheCommands:
+    """The per-command metrics of one cache."""
+
+    __slots__ = ("entries", "by_label", "durations")
+
+    def __init__(self) -> None:
+        self.durations = Durations()
+        self.by_label: dict[str, CommandEntry] = {}
+        self.entries: dict[bytes, CommandEntry] = {}
+
+    def resolve(self, name: bytes) -> CommandEntry:
+        """The entry for a command name as sent (the dict lookup missed)."""
+        from proxy.commands.refusals import REFUSALS
+        from proxy.commands.table import TABLE
+
+        command = TABLE.get(name) or TABLE.get(name.lower())
+        if command is not None:
+            label, kind = command.name, CommandEntry
+        else:
+            text = name.lower().decode("utf-8", "replace")
+            label, kind = (text if text in REFUSALS else UNKNOWN), RefusedEntry
+        entry = self.by_label.get(label)
+        if entry is None:
+            entry = self.by_label[label] = kind(self.durations)
+        if len(self.entries) < _MAX_NAMES:
+            self.entries[name] = entry
+        return entry
+
+
+def upstream_connections(backend) -> list:
+    """The upstream connections a backend holds right now (none for a local cache)."""
+    chosen = getattr(backend, "chosen", None)  # AutoBackend, once it has decided
+    if chosen is not None:
+        return upstream_connections(chosen)
+    nodes = getattr(backend, "nodes", None)  # ClusterBackend
+    if isinstance(nodes, dict):
+        return [c for node in list(nodes.values()) for c in node.conns if c is not None]
+    conns = list(getattr(backend, "connections", None) or ())
+    conns += list(getattr(backend, "_lent", None) or ())
+    conns += list(getattr(backend, "_idle_dedicated", None) or ())
+    return conns
+
+
+class _StateCollector:
+    """Reads what the server already counts, at scrape time."""
+
+    def __init__(self, server) -> None:
+        self.server = server
+
+    def collect(self):
+        server = self.server
+        listeners = server.config.listeners
+        clients = GaugeMetricFamily("cachecloak_client_connections",
+                                    "Client connections open, per listener", labels=["listener"])
+        received = CounterMetricFamily("cachecloak_bytes_received",
+                                       "Bytes read from clients, per listener",
+                                       labels=["listener"])
+        sent = CounterMetricFamily("cachecloak_bytes_sent", "Bytes written to clients, per "
+                                   "listener", labels=["listener"])
+        for listener in listeners:
+            clients.add_metric([listener.address],
+                               server.listener_clients.get(id(listener), 0))
+            io = server.io_stats(listener)
+            received.add_metric([listener.address], io.received)
+            sent.add_metric([listener.address], io.sent)
+        upstream = GaugeMetricFamily("cachecloak_upstream_connections",
+                                     "Upstream Redis connections, per cache and state",
+                                     labels=["cache", "state"])
+        failures = CounterMetricFamily("cachecloak_decrypt_failures",
+                                       "Stored values or members that failed to decrypt",
+                                       labels=["cache", "reason"])
+        encryptions = CounterMetricFamily("cachecloak_encryptions",
+                                          "Values encrypted, per cache and key identifier "
+                                          "(rotate keys long before 2^32)",
+                                          labels=["cache", "key_id"])
+        for name, cache in server.caches.items():
+            if not getattr(cache.backend, "local", False):
+                counts = dict.fromkeys(UPSTREAM_STATES, 0)
+                for conn in upstream_connections(cache.backend):
+                    counts[conn.state] = counts.get(conn.state, 0) + 1
+                for state, count in counts.items():
+                    upstream.add_metric([name, state], count)
+            for reason, count in list(cache.decrypt_failures.items()):
+                failures.add_metric([name, reason], count)
+            sealer = cache.sealer
+            if sealer is not None:
+                encryptions.add_metric([name, sealer.key_id.hex()], sealer.encryptions)
+        auth = CounterMetricFamily("cachecloak_auth_failures",
+                                   "Wrong listener passwords (AUTH, HELLO ... AUTH)")
+        auth.add_metric([], server.auth_failures)
+        yield from (clients, received, sent, upstream, failures, encryptions, auth)
+
+
+class _CommandCollector:
+    """The per-command counts and durations, in Prometheus's form at scrape time."""
+
+    def __init__(self, caches: dict[str, CacheCommands]) -> None:
+        self.caches = caches
+
+    def collect(self):
+        commands = CounterMetricFamily("cachecloak_commands", "Commands handled, per cache, "
+                                       "command and outcome (ok, error, refused)",
+                                       labels=["cache", "command", "outcome"])
+        duration = HistogramMetricFamily("cachecloak_command_duration_seconds",
+                                         "Time from dispatch until the reply is ready, "
+                                         "per cache", labels=["cache"])
+        for name, stats in self.caches.items():
+            for label, entry in sorted(stats.by_label.items()):
+                commands.add_metric([name, label, "ok"], entry.ok)
+                commands.add_metric([name, label, "error"], entry.error)
+                commands.add_metric([name, label, "refused"], entry.refused)
+            counts = list(stats.durations.counts)
+            cumulative, buckets = 0, []
+            for bound, count in zip((*DURATION_BUCKETS, math.inf), counts, strict=True):
+                cumulative += count
+                buckets.append((floatToGoString(bound), cumulative))
+            duration.add_metric([name], buckets, stats.durations.sum)
+        yield commands
+        yield duration
+
+
+class Metrics:
+    """The registry the admin endpoint serves, and the per-cache command metrics."""
+
+    def __init__(self, server) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.caches: dict[str, CacheCommands] = {name: CacheCommands() for name in server.caches}
+        self.registry.register(_CommandCollector(self.caches))
+        self.registry.register(_StateCollector(server))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
