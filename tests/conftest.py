@@ -51,3 +51,8 @@ def proxies(upstream_redis):
 @pytest.fixture(params=["redis", "local"])
 def backend(request):
     return request.param
+
+
+@pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
+def proto(request):
+    return request.param

@@ -41,6 +41,13 @@ def proxy_config(kind: str, upstream: str | None = None) -> str:
     )
 
 
+def flush_both(redis_port: int, proxy_port: int) -> None:
+    """Empty the reference Redis and the cache behind a cachecloak before a test."""
+    with RawClient(redis_port) as r, RawClient(proxy_port) as p:
+        assert r.call("FLUSHALL") == b"+OK\r\n"
+        assert p.call("FLUSHALL") == b"+OK\r\n"
+
+
 def mask_hello(reply: bytes) -> bytes:
     """HELLO's reply with the connection id and the server version blanked out.
 

@@ -54,7 +54,7 @@ from hypothesis import strategies as st
 
 from proxy.commands.connection import served_names
 from proxy.commands.table import TABLE
-from tests.differential import Near, Pair, integer_of, mask_hello
+from tests.differential import Near, Pair, flush_both, integer_of, mask_hello
 from tests.servers import RawClient, encode_command
 
 FAR = 4_000_000_000            # 2096-10-02, seconds
@@ -66,22 +66,11 @@ MIB = 1024 * 1024
 
 # -- servers ---------------------------------------------------------------------------
 
-def _flush(redis_port: int, proxy_port: int) -> None:
-    with RawClient(redis_port) as r, RawClient(proxy_port) as p:
-        assert r.call("FLUSHALL") == b"+OK\r\n"
-        assert p.call("FLUSHALL") == b"+OK\r\n"
-
-
-@pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
-def proto(request):
-    return request.param
-
-
 @pytest.fixture
 def ports(direct_redis, proxies, backend):
     proxy = proxies[backend]
     assert proxy.proc.poll() is None, "cachecloak exited:\n" + proxy.log()
-    _flush(direct_redis.port, proxy.port)
+    flush_both(direct_redis.port, proxy.port)
     return direct_redis.port, proxy.port
 
 
@@ -809,7 +798,7 @@ def test_random_sequences(direct_redis, proxies, backend, proto):
               suppress_health_check=[HealthCheck.too_slow])
     @given(st.lists(command, min_size=1, max_size=25), st.booleans())
     def run(steps, pipelined):
-        _flush(direct_redis.port, proxy.port)
+        flush_both(direct_redis.port, proxy.port)
         with Pair(direct_redis.port, proxy.port, proto=proto) as p:
             if pipelined:
                 expected, got = p.pipeline(steps)

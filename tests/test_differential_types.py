@@ -36,8 +36,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.differential import Pair, mask_hello
-from tests.servers import RawClient
+from tests.differential import Pair, flush_both, mask_hello
 
 LLONG_MAX = 2**63 - 1
 BIG = 100_000
@@ -45,22 +44,11 @@ BIG = 100_000
 # -- servers ---------------------------------------------------------------------------
 
 
-def _flush(redis_port: int, proxy_port: int) -> None:
-    with RawClient(redis_port) as r, RawClient(proxy_port) as p:
-        assert r.call("FLUSHALL") == b"+OK\r\n"
-        assert p.call("FLUSHALL") == b"+OK\r\n"
-
-
-@pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
-def proto(request):
-    return request.param
-
-
 @pytest.fixture
 def pair(direct_redis, proxies, backend, proto):
     proxy = proxies[backend]
     assert proxy.proc.poll() is None, "cachecloak exited:\n" + proxy.log()
-    _flush(direct_redis.port, proxy.port)
+    flush_both(direct_redis.port, proxy.port)
     with Pair(direct_redis.port, proxy.port, proto=proto) as p:
         p.backend = backend
         yield p
@@ -854,7 +842,7 @@ def test_random_sequences(direct_redis, proxies, backend, proto):
               suppress_health_check=[HealthCheck.too_slow])
     @given(st.lists(typed_command, min_size=20, max_size=40), st.booleans())
     def run(steps, pipelined):
-        _flush(direct_redis.port, proxy.port)
+        flush_both(direct_redis.port, proxy.port)
         steps = PRELUDE + steps
         with Pair(direct_redis.port, proxy.port, proto=proto) as p:
             p.backend = backend
@@ -935,7 +923,7 @@ def test_whole_surface_random_sequences(direct_redis, proxies, backend, proto):
               suppress_health_check=[HealthCheck.too_slow])
     @given(st.lists(surface_step, min_size=10, max_size=25), st.booleans())
     def run(groups, pipelined):
-        _flush(direct_redis.port, proxy.port)
+        flush_both(direct_redis.port, proxy.port)
         steps = PRELUDE + [step for group in groups for step in group]
         with Pair(direct_redis.port, proxy.port, proto=proto) as p:
             p.backend = backend

@@ -67,30 +67,8 @@ caches:
 """
 
 
-@dataclass
-class SentinelProcess:
-    port: int
-    proc: subprocess.Popen
-    workdir: Path
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def client(self, **kwargs):
-        import redis
-
-        return redis.Redis(host="127.0.0.1", port=self.port, **kwargs)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        shutil.rmtree(self.workdir, ignore_errors=True)
+class SentinelProcess(RedisServer):
+    """A redis-sentinel process: started, addressed and stopped like a redis-server."""
 
 
 def start_sentinel(primary_port: int, *, quorum: int = 2) -> SentinelProcess:
