@@ -12,6 +12,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from proxy.config.schema import DEFAULT_NONCE_WARNING_SHARE
 from proxy.crypto import DecryptError, KeyHasher, ValueSealer
 from proxy.crypto.envelope import OVERHEAD
 from proxy.crypto.members import MemberCipher
@@ -23,6 +24,8 @@ log = logging.getLogger("cachecloak.cache")
 
 # One warning per reason per interval: a flood of tampered values must not flood the log.
 _DECRYPT_LOG_INTERVAL = 10.0
+# NIST SP 800-38D, 8.3: with random 96-bit nonces, at most 2^32 encryptions per key.
+NONCE_LIMIT = 2**32
 
 
 class DecryptRefused(Exception):
@@ -32,7 +35,8 @@ class DecryptRefused(Exception):
 class Cache:
     def __init__(self, name: str, *, hasher: KeyHasher, sealer: ValueSealer | None,
                  on_decrypt_error: str, databases: int, backend: Backend,
-                 members: MemberCipher | None = None):
+                 members: MemberCipher | None = None,
+                 nonce_warning_share: float = DEFAULT_NONCE_WARNING_SHARE):
         self.name = name
         self.hasher = hasher
         self.sealer = sealer
@@ -45,6 +49,11 @@ class Cache:
         self.backend = backend
         self.decrypt_failures: dict[str, int] = {}
         self._last_decrypt_log: dict[str, float] = {}
+        # Nonce-limit warnings (check_nonce_limit): the encryption counts that warn, and
+        # per key identifier how many of them were already passed (each warns once).
+        self.nonce_warning_share = nonce_warning_share
+        self._nonce_thresholds = sorted({nonce_warning_share * NONCE_LIMIT, NONCE_LIMIT})
+        self._nonce_warned: dict[bytes, int] = {}
         # Hot-path aliases: one attribute lookup instead of two per command.
         self.stored_key = hasher.stored_key
 
@@ -57,7 +66,8 @@ class Cache:
         members = MemberCipher(cfg.hashing_current) if cfg.hashing_enabled else None
         return cls(cfg.name, hasher=hasher, sealer=sealer,
                    on_decrypt_error=cfg.on_decrypt_error, databases=cfg.databases,
-                   backend=backend, members=members)
+                   backend=backend, members=members,
+                   nonce_warning_share=cfg.nonce_warning_share)
 
     @property
     def encrypting(self) -> bool:
@@ -111,11 +121,61 @@ class Cache:
                 "changed in Redis, written under a key missing from encryption.keys, or not "
                 "written by cachecloak") from None
 
+    def carry_over(self, previous: Cache) -> None:
+        """Continue `previous`'s counters: a configuration reload replaced it by this
+        object (proxy.server.reload).  Decrypt failures and the nonce-limit warnings
+        already given are shared from now on; the encryption count continues when the
+        current encryption key is the same."""
+        self.decrypt_failures = previous.decrypt_failures
+        self._last_decrypt_log = previous._last_decrypt_log
+        self._nonce_warned = previous._nonce_warned
+        sealer, before = self.sealer, previous.sealer
+        if sealer is not None and before is not None and sealer.key_id == before.key_id:
+            sealer.encryptions = before.encryptions
+
     def plaintext_length(self, stored_length: int) -> int:
         """STRLEN without fetching the value: the envelope adds a fixed overhead."""
         if self.sealer is None or stored_length == 0:
             return stored_length
         return max(stored_length - OVERHEAD, 0)
+
+    def check_nonce_limit(self) -> None:
+        """Warn once when the encryptions under the current key pass the configured share
+        of the 2^32 random-nonce limit, and once more when they reach the limit.
+
+        Called periodically by the server, never per encryption.  The count is what this
+        process encrypted since it started (ValueSealer.encryptions): a lower bound of
+        the key's use (other processes and earlier runs encrypt under it too), so the
+        warning is advisory; `cachecloak_encryptions_total` summed over all instances is
+        the better measure.  Tracked per key identifier, so a new key warns afresh and a
+        sealer rebuilt for the same key does not warn twice."""
+        sealer = self.sealer
+        if sealer is None:
+            return
+        count = sealer.encryptions
+        key_id = sealer.key_id
+        warned = self._nonce_warned.get(key_id, 0)
+        thresholds = self._nonce_thresholds
+        passed = warned
+        while passed < len(thresholds) and count > thresholds[passed]:
+            passed += 1
+        if passed == warned:
+            return
+        self._nonce_warned[key_id] = passed
+        fields = {"cache": self.name, "key_id": key_id.hex(), "encryptions": count,
+                  "nonce_limit": NONCE_LIMIT, "share": self.nonce_warning_share}
+        if thresholds[passed - 1] >= NONCE_LIMIT:
+            log.error("cache %s: %d encryptions under key id %s (counted by this process "
+                      "since it started) have passed the 2^32 random-nonce limit of NIST SP "
+                      "800-38D; the risk of a repeated nonce is now above 2^-32. Rotate the "
+                      "encryption key now (see README Key rotation)", self.name, count,
+                      key_id.hex(), extra=fields)
+        else:
+            log.warning("cache %s: %d encryptions under key id %s (counted by this process "
+                        "since it started) have passed %s of the 2^32 random-nonce limit of "
+                        "NIST SP 800-38D; rotate the encryption key (see README Key rotation)",
+                        self.name, count, key_id.hex(), _percent(self.nonce_warning_share),
+                        extra=fields)
 
     def _count_failure(self, reason: str) -> None:
         self.decrypt_failures[reason] = self.decrypt_failures.get(reason, 0) + 1
@@ -127,3 +187,8 @@ class Cache:
                         "far. Values changed in Redis or written under a key that is no longer "
                         "in encryption.keys read as misses.", self.name, reason,
                         self.decrypt_failures[reason])
+
+
+def _percent(share: float) -> str:
+    """0.5 -> "50%", 1e-9 -> "1e-07%": readable for the default and tiny test shares."""
+    return f"{share * 100:g}%"

@@ -10,8 +10,10 @@ Two kinds:
   names from the command table (or of a refused Redis command) become labels;
   anything else is ``unknown``, so clients cannot grow the label set.
 * Everything the proxy already counts (connections, bytes, upstream connection
-  states, decrypt failures, encryptions, AUTH failures) is read at scrape time by a
-  custom collector: no extra work per command.
+  states, failovers, decrypt failures, encryptions, AUTH failures) is read at scrape
+  time by a custom collector: no extra work per command.  `gather` (and its per-listener
+  and per-cache parts) reads these figures for both /metrics and the `cachecloak`
+  section of INFO, so the two always agree.
 
 Labels hold cache names, listener addresses, command names, decrypt failure reasons and
 key identifiers (HKDF-derived, as INFO shows them): never a key, a value or key material.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
+from dataclasses import dataclass
 from time import perf_counter
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -146,15 +149,102 @@ def upstream_connections(backend) -> list:
     return conns
 
 
-class _StateCollector:
-    """Reads what the server already counts, at scrape time."""
+@dataclass(slots=True)
+class ListenerFigures:
+    """What one listener counts."""
 
-    def __init__(self, server) -> None:
+    address: str
+    clients: int
+    bytes_received: int
+    bytes_sent: int
+    tls_handshake_failures: int | None = None  # None: a listener without tls:
+
+
+@dataclass(slots=True)
+class CacheFigures:
+    """What one cache counts."""
+
+    name: str
+    upstream: dict[str, int] | None  # connections per state; None for an in-process cache
+    failovers: int | None  # primary changes followed; None without a primary locator
+    decrypt_failures: dict[str, int]  # reason -> count
+    encryptions: dict[str, int]  # key identifier (hex) -> values encrypted by this process
+    # label -> (ok, error, refused); None without an admin: section (nothing recorded).
+    commands: dict[str, tuple[int, int, int]] | None
+
+    def command_totals(self) -> tuple[int, int, int] | None:
+        """(ok, error, refused) over every command, or None without command metrics."""
+        if self.commands is None:
+            return None
+        ok = error = refused = 0
+        for o, e, r in self.commands.values():
+            ok, error, refused = ok + o, error + e, refused + r
+        return ok, error, refused
+
+
+@dataclass(slots=True)
+class Figures:
+    listeners: list[ListenerFigures]
+    caches: list[CacheFigures]
+    auth_failures: int
+
+
+def upstream_failovers(backend) -> int | None:
+    """How often the backend followed its primary to another server (standalone
+    failover, Sentinel switch); None when it has no primary locator (a single address,
+    a cluster, the in-process cache, or auto mode not decided yet)."""
+    chosen = getattr(backend, "chosen", None)  # AutoBackend, once it has decided
+    if chosen is not None:
+        return upstream_failovers(chosen)
+    locator = getattr(backend, "locator", None)
+    return getattr(locator, "moves", None) if locator is not None else None
+
+
+def listener_figures(server, listener) -> ListenerFigures:
+    io = server.io_stats(listener)
+    tls_failures = None
+    if getattr(listener, "tls", None) is not None:
+        tls_failures = server.tls_handshake_failures.get(listener.address, 0)
+    return ListenerFigures(listener.address, server.listener_clients.get(id(listener), 0),
+                           io.received, io.sent, tls_failures)
+
+
+def cache_figures(server, name: str, cache) -> CacheFigures:
+    """Read what the proxy already counts for `cache`: no work on the hot path."""
+    upstream = None
+    if not getattr(cache.backend, "local", False):
+        upstream = dict.fromkeys(UPSTREAM_STATES, 0)
+        for conn in upstream_connections(cache.backend):
+            upstream[conn.state] = upstream.get(conn.state, 0) + 1
+    sealer = cache.sealer
+    encryptions = {sealer.key_id.hex(): sealer.encryptions} if sealer is not None else {}
+    stats = server.command_metrics(name)
+    commands = None
+    if stats is not None:
+        commands = {label: (entry.ok, entry.error, entry.refused)
+                    for label, entry in sorted(stats.by_label.items())}
+    return CacheFigures(name, upstream, upstream_failovers(cache.backend),
+                        dict(cache.decrypt_failures), encryptions, commands)
+
+
+def gather(server) -> Figures:
+    """Every figure /metrics and INFO's cachecloak section show, read at call time."""
+    return Figures(
+        [listener_figures(server, listener) for listener in server.config.listeners],
+        [cache_figures(server, name, cache) for name, cache in list(server.caches.items())],
+        server.auth_failures)
+
+
+class _Collector:
+    """Turns the figures (gather) and the duration histograms into Prometheus families
+    at scrape time."""
+
+    def __init__(self, server, caches: dict[str, CacheCommands]) -> None:
         self.server = server
+        self.caches = caches
 
     def collect(self):
-        server = self.server
-        listeners = server.config.listeners
+        figures = gather(self.server)
         clients = GaugeMetricFamily("cachecloak_client_connections",
                                     "Client connections open, per listener", labels=["listener"])
         received = CounterMetricFamily("cachecloak_bytes_received",
@@ -162,66 +252,68 @@ class _StateCollector:
                                        labels=["listener"])
         sent = CounterMetricFamily("cachecloak_bytes_sent", "Bytes written to clients, per "
                                    "listener", labels=["listener"])
-        for listener in listeners:
-            clients.add_metric([listener.address],
-                               server.listener_clients.get(id(listener), 0))
-            io = server.io_stats(listener)
-            received.add_metric([listener.address], io.received)
-            sent.add_metric([listener.address], io.sent)
+        tls_failures = CounterMetricFamily("cachecloak_listener_tls_handshake_failures",
+                                           "Refused TLS handshakes (bad or missing client "
+                                           "certificate, old TLS version, plain text), per "
+                                           "TLS listener", labels=["listener"])
+        for listener in figures.listeners:
+            clients.add_metric([listener.address], listener.clients)
+            received.add_metric([listener.address], listener.bytes_received)
+            sent.add_metric([listener.address], listener.bytes_sent)
+            if listener.tls_handshake_failures is not None:
+                tls_failures.add_metric([listener.address], listener.tls_handshake_failures)
         upstream = GaugeMetricFamily("cachecloak_upstream_connections",
                                      "Upstream Redis connections, per cache and state",
                                      labels=["cache", "state"])
+        failovers = CounterMetricFamily("cachecloak_upstream_failovers",
+                                        "Times the upstream primary moved to another server "
+                                        "(standalone failover, Sentinel switch) and cachecloak "
+                                        "followed", labels=["cache"])
         failures = CounterMetricFamily("cachecloak_decrypt_failures",
                                        "Stored values or members that failed to decrypt",
                                        labels=["cache", "reason"])
         encryptions = CounterMetricFamily("cachecloak_encryptions",
-                                          "Values encrypted, per cache and key identifier "
-                                          "(rotate keys long before 2^32)",
+                                          "Values encrypted by this process, per cache and key "
+                                          "identifier (rotate keys long before 2^32)",
                                           labels=["cache", "key_id"])
-        for name, cache in server.caches.items():
-            if not getattr(cache.backend, "local", False):
-                counts = dict.fromkeys(UPSTREAM_STATES, 0)
-                for conn in upstream_connections(cache.backend):
-                    counts[conn.state] = counts.get(conn.state, 0) + 1
-                for state, count in counts.items():
-                    upstream.add_metric([name, state], count)
-            for reason, count in list(cache.decrypt_failures.items()):
-                failures.add_metric([name, reason], count)
-            sealer = cache.sealer
-            if sealer is not None:
-                encryptions.add_metric([name, sealer.key_id.hex()], sealer.encryptions)
-        auth = CounterMetricFamily("cachecloak_auth_failures",
-                                   "Wrong listener passwords (AUTH, HELLO ... AUTH)")
-        auth.add_metric([], server.auth_failures)
-        yield from (clients, received, sent, upstream, failures, encryptions, auth)
-
-
-class _CommandCollector:
-    """The per-command counts and durations, in Prometheus's form at scrape time."""
-
-    def __init__(self, caches: dict[str, CacheCommands]) -> None:
-        self.caches = caches
-
-    def collect(self):
         commands = CounterMetricFamily("cachecloak_commands", "Commands handled, per cache, "
                                        "command and outcome (ok, error, refused)",
                                        labels=["cache", "command", "outcome"])
+        for cache in figures.caches:
+            name = cache.name
+            for state, count in (cache.upstream or {}).items():
+                upstream.add_metric([name, state], count)
+            if cache.failovers is not None:
+                failovers.add_metric([name], cache.failovers)
+            for reason, count in cache.decrypt_failures.items():
+                failures.add_metric([name, reason], count)
+            for key_id, count in cache.encryptions.items():
+                encryptions.add_metric([name, key_id], count)
+            for label, (ok, error, refused) in (cache.commands or {}).items():
+                commands.add_metric([name, label, "ok"], ok)
+                commands.add_metric([name, label, "error"], error)
+                commands.add_metric([name, label, "refused"], refused)
+        auth = CounterMetricFamily("cachecloak_auth_failures",
+                                   "Wrong listener passwords (AUTH, HELLO ... AUTH)")
+        auth.add_metric([], figures.auth_failures)
+        reloads = CounterMetricFamily("cachecloak_config_reloads", "Configuration reloads "
+                                      "(SIGHUP, cachecloak reload), per outcome (ok, "
+                                      "rejected)", labels=["outcome"])
+        counts = getattr(getattr(self.server, "reloader", None), "counts", {})
+        for outcome in ("ok", "rejected"):
+            reloads.add_metric([outcome], counts.get(outcome, 0))
         duration = HistogramMetricFamily("cachecloak_command_duration_seconds",
                                          "Time from dispatch until the reply is ready, "
                                          "per cache", labels=["cache"])
         for name, stats in self.caches.items():
-            for label, entry in sorted(stats.by_label.items()):
-                commands.add_metric([name, label, "ok"], entry.ok)
-                commands.add_metric([name, label, "error"], entry.error)
-                commands.add_metric([name, label, "refused"], entry.refused)
             counts = list(stats.durations.counts)
             cumulative, buckets = 0, []
             for bound, count in zip((*DURATION_BUCKETS, math.inf), counts, strict=True):
                 cumulative += count
                 buckets.append((floatToGoString(bound), cumulative))
             duration.add_metric([name], buckets, stats.durations.sum)
-        yield commands
-        yield duration
+        yield from (clients, received, sent, tls_failures, upstream, failovers, failures,
+                    encryptions, auth, reloads, commands, duration)
 
 
 class Metrics:
@@ -230,8 +322,7 @@ class Metrics:
     def __init__(self, server) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.caches: dict[str, CacheCommands] = {name: CacheCommands() for name in server.caches}
-        self.registry.register(_CommandCollector(self.caches))
-        self.registry.register(_StateCollector(server))
+        self.registry.register(_Collector(server, self.caches))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

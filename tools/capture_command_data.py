@@ -17,7 +17,7 @@ and in RESP3, as latin-1 strings:
   its one-entry header and without the name that keys it).
 
 Redis lists a container's subcommands in its hash-table order, which changes with every
-redis-server process, so the containers' (``client``, ``command``) subcommand entries are
+redis-server process, so the containers' (``client``, ``command``, ...) subcommand entries are
 sorted by name; each entry keeps Redis's bytes.
 
 Beyond that ordering, this script must never edit the captured bytes, and never write
@@ -42,7 +42,7 @@ from tests.servers import RawClient, start_redis
 
 DEFAULT_OUTPUT = REPO_ROOT / "proxy" / "commands" / "data" / "redis_commands.json"
 
-# Commands cachecloak serves now or soon.  Container commands (client, command) are
+# Commands cachecloak serves now or soon.  Container commands (client, command, cluster) are
 # captured together with every one of their subcommands.
 COMMANDS: tuple[str, ...] = (
     "get", "set", "setnx", "setex", "psetex", "getset", "getdel", "getex", "mget", "mset",
@@ -60,9 +60,10 @@ COMMANDS: tuple[str, ...] = (
     "zpopmin", "zpopmax", "keys", "scan", "hscan", "sscan", "zscan",
     "multi", "exec", "discard", "watch", "unwatch", "ping", "echo", "quit",
     "reset", "hello", "auth", "select", "client", "command", "info", "time",
+    "cluster", "readonly", "readwrite", "asking",
 )
 
-CONTAINERS: tuple[str, ...] = ("client", "command")
+CONTAINERS: tuple[str, ...] = ("client", "command", "cluster")
 
 
 def _bulk(data: bytes) -> bytes:

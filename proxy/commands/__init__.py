@@ -7,6 +7,7 @@ answered by the proxy itself carry a handler; everything else is refused with a 
 """
 
 from proxy.commands import (  # noqa: F401 - they register themselves
+    cluster_info,
     connection,
     hashes,
     keycopy,

@@ -24,6 +24,7 @@ from proxy.commands.table import (
     dispatch_subcommand,
     register,
 )
+from proxy.metrics import cache_figures, listener_figures
 from proxy.resp import writer
 
 REDIS_COMPAT_VERSION = introspection.redis_version()
@@ -304,6 +305,38 @@ def run_command_list(client, command, args):
 _DEFAULT_SECTIONS = ("server", "clients", "cluster", "cachecloak")
 
 
+def _pairs(counts: dict[str, int]) -> str:
+    """Redis's compound INFO value (as in `db0:keys=1,expires=0`), which redis-py reads
+    as a dict."""
+    return ",".join(f"{name}={count}" for name, count in counts.items())
+
+
+def _figure_fields(client) -> list[tuple[str, object]]:
+    """The /metrics figures (proxy.metrics.cache_figures, listener_figures) for the
+    client's cache and listener."""
+    figures = cache_figures(client.server, client.cache.name, client.cache)
+    listener = listener_figures(client.server, client.listener)
+    fields: list[tuple[str, object]] = [
+        ("listener_connected_clients", listener.clients),
+        ("listener_bytes_received", listener.bytes_received),
+        ("listener_bytes_sent", listener.bytes_sent),
+    ]
+    if listener.tls_handshake_failures is not None:  # a TLS listener
+        fields.append(("listener_tls_handshake_failures", listener.tls_handshake_failures))
+    totals = figures.command_totals()
+    if totals is not None:  # recorded only with an admin: section
+        ok, error, refused = totals
+        fields += [("commands_processed", ok + error + refused), ("commands_ok", ok),
+                   ("commands_error", error), ("commands_refused", refused)]
+    if figures.upstream is not None:
+        fields.append(("upstream_connections", _pairs(figures.upstream)))
+    if figures.decrypt_failures:
+        fields.append(("decrypt_failures_by_reason", _pairs(figures.decrypt_failures)))
+    if figures.encryptions:
+        fields.append(("encryptions_by_key_id", _pairs(figures.encryptions)))
+    return fields
+
+
 def info_sections(client) -> dict[str, list[tuple[str, object]]]:
     server = client.server
     cache = client.cache
@@ -331,10 +364,12 @@ def info_sections(client) -> dict[str, list[tuple[str, object]]]:
             ("encryption", "enabled" if sealer else "disabled"),
             ("encryption_current_key_id", sealer.key_id.hex() if sealer else ""),
             ("encryptions_under_current_key", sealer.encryptions if sealer else 0),
+            ("nonce_warning_share", cache.nonce_warning_share if sealer else ""),
             ("decrypt_failures", sum(cache.decrypt_failures.values())),
             ("listener", client.listener.address),
             ("auth_failures", server.auth_failures),
             ("logical_db", client.db),
+            *_figure_fields(client),
             *(cache.backend.info() if hasattr(cache.backend, "info") else ()),
         ],
     }

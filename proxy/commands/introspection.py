@@ -6,7 +6,7 @@ serves, and describe each of them exactly as Redis does.  The replies Redis gave
 ``data/redis_commands.json`` (written by ``tools/capture_command_data.py``): for every
 command, its COMMAND INFO entry and its COMMAND DOCS value as raw RESP2 and RESP3 bytes.
 This module replays those bytes.  The only part it rebuilds is the subcommand list of a
-container command (``client``, ``command``), which must list only the served subcommands;
+container command (``client``, ``command``, ``cluster``), which lists only served subcommands;
 the subcommand entries themselves are again Redis's own bytes.
 
 Every public function is pure and returns the complete reply for the client's protocol

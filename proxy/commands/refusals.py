@@ -38,8 +38,7 @@ _GROUPS: dict[str, tuple[str, ...]] = {
     _RAW: ("dump", "restore", "restore-asking", "migrate", "object", "memory", "debug"),
     _ADMIN: ("acl", "bgrewriteaof", "bgsave", "save", "config", "shutdown", "slaveof",
              "replicaof", "replconf", "sync", "psync", "failover", "module", "monitor",
-             "slowlog", "latency", "lastsave", "lolwut", "cluster", "asking", "readonly",
-             "readwrite", "role", "wait", "swapdb", "move"),
+             "slowlog", "latency", "lastsave", "lolwut", "role", "wait", "swapdb", "move"),
     _PUBSUB: ("subscribe", "unsubscribe", "psubscribe", "punsubscribe", "publish", "pubsub",
               "ssubscribe", "sunsubscribe", "spublish"),
     _BLOCKING: ("blpop", "brpop", "brpoplpush", "blmove", "blmpop", "bzpopmin", "bzpopmax",
@@ -62,6 +61,14 @@ _SUBCOMMAND_REFUSALS = {
                "only CLIENT SETNAME, GETNAME, ID, SETINFO, INFO and LIST are served"),
     "command": ({"getkeys", "getkeysandflags", "help"},
                 "only COMMAND COUNT, INFO, DOCS and LIST are served"),
+    # cachecloak shows a cluster client one node owning every slot (cluster_info.py).
+    "cluster": ({"addslots", "addslotsrange", "bumpepoch", "count-failure-reports",
+                 "countkeysinslot", "delslots", "delslotsrange", "failover", "flushslots",
+                 "forget", "getkeysinslot", "help", "links", "meet", "myshardid", "replicas",
+                 "replicate", "reset", "saveconfig", "set-config-epoch", "setslot", "slaves"},
+                "cachecloak presents itself as a single node owning every slot and serves "
+                "only CLUSTER SLOTS, SHARDS, NODES, INFO, MYID and KEYSLOT; administer the "
+                "Redis Cluster behind it directly"),
 }
 
 

@@ -72,6 +72,9 @@ class WatchState:
         self.backend = backend
         self.route = None
         self.tokens: dict[bytes, object] = {}
+        # A configuration reload moved the keys (another upstream, other stored names):
+        # EXEC answers nil, as when a watched key changed (proxy.server.reload).
+        self.lost = False
 
     def changed(self) -> bool:
         """Local backend only: did a watched key change since WATCH?"""
@@ -428,6 +431,9 @@ def _answer(client, answer, reply) -> bytes:
 async def execute(client, queue: list[list[bytes]], watch: WatchState | None):
     """Run a transaction; the list of element replies, None when a WATCH aborted it, or
     one error reply for the whole transaction."""
+    if watch is not None and watch.lost:
+        watch.release()
+        return None
     cache = client.cache
     backend = cache.backend
     items, db_after = _assemble(client, queue)

@@ -500,6 +500,27 @@ def _redis_tls(r: RawRedis, profiles: dict[str, TLSProfile], at: Loc,
     return profile
 
 
+def _listener_tls(name: str | None, profiles: dict[str, TLSProfile], tree: dict[Any, Any],
+                  at: Loc, errors: _Errors) -> TLSProfile | None:
+    """The profile a listener's ``tls:`` names; a listener needs a certificate and key."""
+    if name is None:
+        return None
+    profile = profiles.get(name)
+    if profile is None:
+        raw_map = tree.get("tls")
+        if not (isinstance(raw_map, dict) and name in raw_map):  # else already reported
+            defined = ", ".join(profiles) or "none are defined"
+            errors.add((*at, "tls"), f'profile "{name}" is not defined under tls:; define it '
+                                     f"there (certFile, keyFile) or use one of: {defined}")
+        return None
+    if profile.cert_file is None and profile.key_file is None:
+        errors.add(("tls", name, "certFile"),
+                   f"required because {format_path((*at, 'tls'))} uses this profile (a TLS "
+                   "listener serves a certificate); set certFile and keyFile to the "
+                   "listener's certificate and private key")
+    return profile
+
+
 def _build_tls_profiles(tree: dict[Any, Any], errors: _Errors) -> dict[str, TLSProfile]:
     raw_map = tree.get("tls")
     if not isinstance(raw_map, dict):
@@ -533,9 +554,15 @@ def _build_tls_profiles(tree: dict[Any, Any], errors: _Errors) -> dict[str, TLSP
         if raw.max_version is not None and raw.max_version < raw.min_version:
             errors.add((*at, "maxVersion"), "is lower than minVersion; raise maxVersion or "
                                             "lower minVersion")
+        if raw.client_auth != "none" and raw.ca_file is None:
+            errors.add((*at, "caFile"), f"required with clientAuth: {raw.client_auth} (client "
+                                        "certificates are verified against it, never against "
+                                        "the system trust store); set caFile to the CA that "
+                                        "signs client certificates")
         profiles[name] = TLSProfile(name=name, ca_file=raw.ca_file, cert_file=raw.cert_file,
                                     key_file=raw.key_file, min_version=raw.min_version,
-                                    max_version=raw.max_version, server_name=raw.server_name)
+                                    max_version=raw.max_version, server_name=raw.server_name,
+                                    client_auth=raw.client_auth)
     return profiles
 
 
@@ -668,6 +695,7 @@ def _build_cache(raw: RawCache, at: Loc, errors: _Errors,
         encryption_current=enc_current,
         encryption_old=enc_old,
         on_decrypt_error=enc_section.on_decrypt_error,
+        nonce_warning_share=enc_section.nonce_warning_share,
         hashing_enabled=hash_on,
         hashing_current=hash_current,
         databases=databases,
@@ -751,6 +779,7 @@ def _build(
             if raw.socket_mode is not None and unix_path is None:
                 errors.add((*at, "socketMode"), "only applies to unix: addresses; remove it "
                                                 "or listen on unix:/path")
+            listener_tls = _listener_tls(raw.tls, profiles, tree, at, errors)
             if raw.cache is None:
                 cache_name = default_cache((*at, "cache"))
             elif raw.cache == LOCAL_DEFAULT or raw.cache in first_seen:
@@ -764,7 +793,7 @@ def _build(
                     raw.address, host, port, cache_name, unix_path=unix_path,
                     socket_mode=raw.socket_mode if raw.socket_mode is not None
                     else DEFAULT_SOCKET_MODE,
-                    max_clients=raw.max_clients, password=raw.password))
+                    max_clients=raw.max_clients, password=raw.password, tls=listener_tls))
 
     if listen is not None:
         count = len(raw_listeners) if raw_listeners else 1

@@ -63,6 +63,9 @@ DEFAULT_COMMAND_TIMEOUT = 5.0
 DEFAULT_POOL_SIZE = 2
 KEY_BYTES = 32
 MAX_PREFIX_CHARS = 64
+# Warn when encryptions under one key (counted by this process) pass this share of the
+# 2^32 random-nonce limit of NIST SP 800-38D: half leaves time to rotate.
+DEFAULT_NONCE_WARNING_SHARE = 0.5
 
 KEYGEN_HINT = 'generate one with "cachecloak keygen"'
 KEY_FORMAT_MESSAGE = f"must be 64 hex characters (32 bytes); {KEYGEN_HINT}"
@@ -103,6 +106,7 @@ class ListenerConfig:
     socket_mode: int = DEFAULT_SOCKET_MODE  # chmod of the Unix socket file
     max_clients: int = DEFAULT_MAX_CLIENTS  # connections beyond this are refused
     password: str | None = field(default=None, repr=False)  # clients must AUTH first
+    tls: TLSProfile | None = None  # None: plain TCP or Unix socket; else TLS (proxy.server.tls)
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,9 @@ class TLSProfile:
     min_version: str = "1.2"  # "1.2" or "1.3"; nothing older is accepted
     max_version: str | None = None
     server_name: str | None = None  # name to verify when it differs from the address
+    # Listeners only: whether clients must present a certificate signed by ca_file
+    # ("optional": verified when presented).  Unused for upstream connections.
+    client_auth: Literal["none", "optional", "require"] = "none"
 
 
 SYSTEM_TLS = TLSProfile(name="(system trust store)")
@@ -176,6 +183,7 @@ class CacheConfig:
     encryption_current: bytes | None = field(default=None, repr=False)
     encryption_old: list[bytes] = field(default_factory=list, repr=False)
     on_decrypt_error: Literal["miss", "error"] = "miss"
+    nonce_warning_share: float = DEFAULT_NONCE_WARNING_SHARE
     hashing_enabled: bool = False
     hashing_current: bytes | None = field(default=None, repr=False)
     databases: int = DEFAULT_DATABASES
@@ -354,6 +362,23 @@ def _duration(value: Any) -> float:
     return seconds
 
 
+def _share(value: Any) -> float:
+    fix = "write a number greater than 0 and at most 1, for example 0.5 for half"
+    if isinstance(value, bool):
+        raise InvalidValue(f"must be a number, not true/false; {fix}")
+    if isinstance(value, str):  # values from env/secret substitution
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise InvalidValue(f"must be a number; {fix}") from None
+    if not isinstance(value, int | float):
+        raise InvalidValue(f"must be a number; {fix}")
+    share = float(value)
+    if not math.isfinite(share) or not 0 < share <= 1:
+        raise InvalidValue(f"must be greater than 0 and at most 1; {fix}")
+    return share
+
+
 def _hex_key(value: Any) -> bytes:
     if not isinstance(value, str) or not _HEX_RE.match(value.strip()):
         raise InvalidValue(KEY_FORMAT_MESSAGE)
@@ -415,6 +440,7 @@ TLSVersion = Annotated[str, BeforeValidator(_tls_version)]
 UpstreamAddress = Annotated[str, BeforeValidator(_upstream_address)]
 AdminAddress = Annotated[str, BeforeValidator(_admin_address)]
 Duration = Annotated[float, BeforeValidator(_duration)]
+Share = Annotated[float, BeforeValidator(_share)]
 HexKey = Annotated[bytes, BeforeValidator(_hex_key)]
 CacheName = Annotated[str, BeforeValidator(_cache_name)]
 KeyPrefix = Annotated[str, BeforeValidator(_key_prefix)]
@@ -438,6 +464,7 @@ class RawListener(_RawModel):
         int, _int_between(1, None, "allow at least 1 client, for example 10000")
     ] = Field(DEFAULT_MAX_CLIENTS, alias="maxClients")
     password: ListenerPassword | None = None
+    tls: str | None = None  # the name of a profile under tls:
 
 
 class RawTLSProfile(_RawModel):
@@ -447,6 +474,7 @@ class RawTLSProfile(_RawModel):
     min_version: TLSVersion = Field("1.2", alias="minVersion")
     max_version: TLSVersion | None = Field(None, alias="maxVersion")
     server_name: str | None = Field(None, alias="serverName")
+    client_auth: Literal["none", "optional", "require"] = Field("none", alias="clientAuth")
 
 
 class RawAdmin(_RawModel):
@@ -495,6 +523,7 @@ class RawEncryption(_RawModel):
     keys: RawEncryptionKeys | None = None
     disabled: bool | None = None
     on_decrypt_error: Literal["miss", "error"] = Field("miss", alias="onDecryptError")
+    nonce_warning_share: Share = Field(DEFAULT_NONCE_WARNING_SHARE, alias="nonceWarningShare")
 
 
 class RawHashingKeys(_RawModel):

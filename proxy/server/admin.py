@@ -42,7 +42,18 @@ class AdminServer:
         assert self._server is not None
         return self._server.sockets[0].getsockname()[1]
 
+    @property
+    def address(self) -> str:
+        """Where it listens: admin.address, or a worker's private Unix socket."""
+        path = getattr(self.server, "admin_socket_path", None)
+        return f"unix:{path}" if path else self.config.address
+
     async def start(self) -> None:
+        path = getattr(self.server, "admin_socket_path", None)
+        if path:  # a --workers process: the supervisor serves admin.address, asks us here
+            self._server = await asyncio.start_unix_server(self._handle, path,
+                                                           limit=MAX_HEAD_BYTES)
+            return
         self._server = await asyncio.start_server(
             self._handle, self.config.host, self.config.port, reuse_address=True,
             limit=MAX_HEAD_BYTES)
@@ -71,7 +82,7 @@ class AdminServer:
                 status, ctype, body = 408, TEXT, b"request timeout\n"
                 method = "GET"
             else:
-                method, status, ctype, body = self._respond(head)
+                method, status, ctype, body = await self._respond(head)
             await asyncio.wait_for(self._write(writer, method, status, ctype, body),
                                    REQUEST_TIMEOUT)
         except (ConnectionError, TimeoutError, asyncio.CancelledError):
@@ -83,7 +94,7 @@ class AdminServer:
             if task is not None:
                 self._tasks.discard(task)
 
-    def _respond(self, head: bytes) -> tuple[str, int, str, bytes]:
+    async def _respond(self, head: bytes) -> tuple[str, int, str, bytes]:
         line = head.split(b"\r\n", 1)[0].decode("latin-1")
         parts = line.split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
@@ -95,15 +106,28 @@ class AdminServer:
         if method not in ("GET", "HEAD"):
             return method, 405, TEXT, b"method not allowed\n"
         if path == "/healthz":
+            problems = await self.not_healthy()
+            if problems:
+                return method, 503, TEXT, "".join(f"{p}\n" for p in problems).encode()
             return method, 200, TEXT, b"ok\n"
         if path == "/readyz":
-            problems = self.not_ready()
+            problems = await self.not_ready()
             if problems:
                 return method, 503, TEXT, "".join(f"{p}\n" for p in problems).encode()
             return method, 200, TEXT, b"ready\n"
-        return method, 200, METRICS_CONTENT_TYPE, self.metrics.render()
+        return method, 200, METRICS_CONTENT_TYPE, await self.render_metrics()
 
-    def not_ready(self) -> list[str]:
+    # What the three paths answer; the --workers supervisor (proxy.server.workers)
+    # overrides them to ask every worker.
+
+    async def not_healthy(self) -> list[str]:
+        """Nothing: this process answers, so it serves."""
+        return []
+
+    async def render_metrics(self) -> bytes:
+        return self.metrics.render()
+
+    async def not_ready(self) -> list[str]:
         """One line per listener cache without a usable upstream (name only)."""
         problems = []
         for name in dict.fromkeys(listener.cache for listener in self.server.config.listeners):

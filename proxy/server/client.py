@@ -151,6 +151,8 @@ class ClientConnection(asyncio.Protocol):
         else:
             self.peer = _address(transport.get_extra_info("peername"))
             self.local = _address(transport.get_extra_info("sockname"))
+        # A configuration reload may have replaced the cache since this object was made.
+        self.cache = self.server.caches.get(self.cache.name, self.cache)
         self.route = self.cache.backend.route()
         self.server.client_connected(self)
 

@@ -50,7 +50,7 @@ def test_unknown_listener_field(write_config) -> None:
     text = "listeners:\n  - address: 127.0.0.1:7000\n    port: 7000\n"
     assert one_error(write_config, text) == (
         "listeners[0].port: unknown field; allowed fields here: address, cache, socketMode, "
-        "maxClients, password"
+        "maxClients, password, tls"
     )
 
 

@@ -229,6 +229,13 @@ class UpstreamConnection(asyncio.Protocol):
             self._connect_failed(f"connect timed out after {s.connect_timeout:g}s")
         except ssl.SSLError as exc:
             self._connect_failed(describe_handshake_error(exc, s.tls_profile))
+        except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as exc:
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            if s.ssl is not None:  # TCP was up: the TLS handshake was cut off
+                reason = (f"TLS handshake failed: the connection was closed during the "
+                          f"handshake ({reason}); check that addresses point at Redis's "
+                          "tls-port and that nothing between cuts the connection")
+            self._connect_failed(reason)
         except OSError as exc:
             self._connect_failed(exc.strerror or type(exc).__name__)
         except UpstreamFailure as exc:  # the topology found no usable server
@@ -353,14 +360,14 @@ class UpstreamConnection(asyncio.Protocol):
                 reason = describe_handshake_error(exc, self.settings.tls_profile)
             self._to_down(reason)
 
-    def _broken(self, reason: str) -> None:
+    def _broken(self, reason: str, hint: str = "") -> None:
         """Abandon this connection: every in-flight command gets an error reply."""
         transport = self.transport
-        self._to_down(reason)
+        self._to_down(reason, hint)
         if transport is not None:
             transport.abort()
 
-    def _to_down(self, reason: str) -> None:
+    def _to_down(self, reason: str, hint: str = "") -> None:
         sent = self.state is READY  # before READY, clients' commands wait unsent in _wbuf
         self.state = DOWN
         self.transport = None
@@ -373,7 +380,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self._fail_all(writer.error(
             f"ERR cachecloak: {reason} on {self.label} before Redis replied; the "
-            "command may or may not have been applied"))
+            f"command may or may not have been applied{hint}"))
 
     def _fail_all(self, error_reply: bytes) -> None:
         self._wbuf.clear()
@@ -393,12 +400,21 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _check_progress(self) -> None:
         """A Redis that stops answering must not hang clients: give up on it after
-        command_timeout without a reply while commands are waiting."""
+        command_timeout without a reply while commands are waiting.
+
+        The clock of the oldest waiting command starts when it is sent with nothing
+        ahead of it, and restarts whenever Redis sends bytes (Redis answers in order,
+        so bytes arriving mean the head of the queue moves).  A slow or bandwidth-limited
+        Redis that keeps answering is latency, not failure; a silent one is a failure
+        within command_timeout plus one check interval.  One timer per connection, not
+        per command, keeps the hot path to one time.monotonic() per reply batch."""
         self._watchdog = None
         if self.state is DOWN:
             return
         if self._waiters and time.monotonic() - self._last_progress > self.settings.command_timeout:
-            self._broken(f"no reply within commandTimeout {self.settings.command_timeout:g}s")
+            self._broken(f"no reply within commandTimeout {self.settings.command_timeout:g}s",
+                         "; Redis is stalled or unreachable (if its commands are just slow, "
+                         "raise redis.commandTimeout)")
             return
         self._arm_watchdog()
 

@@ -1,0 +1,224 @@
+"""Turning the harness's raw runs into figures: medians, ratios, the issue's goals, output.
+
+Ratios are taken round by round (each target's figure divided by the reference's figure
+from the same round, measured minutes apart) and then the median over rounds is kept, so
+that drift of a shared machine cancels out.  Output: Markdown tables (the terminal and a
+.md file, ready to paste into the README), the JSON document and an optional PNG chart
+(matplotlib, the `bench` extra).  Nothing here starts a process or opens a socket.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+# The issue's targets: (figure, load keys or "open-loop"/"idle", target, op, bound).
+GOALS = [
+    ("encrypted, pipeline 16, GET 100 B: throughput vs twemproxy",
+     "get-p16-100", "cachecloak-encrypted", "vs_twemproxy", ">=", 0.6),
+    ("encrypted, pipeline 16, SET 100 B: throughput vs twemproxy",
+     "set-p16-100", "cachecloak-encrypted", "vs_twemproxy", ">=", 0.6),
+    *[(f"encrypted, pipeline 1, {test.upper()} {size_label}: throughput vs twemproxy",
+       f"{test}-p1-{size}", "cachecloak-encrypted", "vs_twemproxy", ">=", 0.85)
+      for size, size_label in ((100, "100 B"), (4096, "4 KiB")) for test in ("get", "set")],
+    *[(f"pure proxying, pipeline 16, {test.upper()} {size_label}: throughput vs twemproxy",
+       f"{test}-p16-{size}", "cachecloak-plain", "vs_twemproxy", ">=", 1.0)
+      for size, size_label in ((100, "100 B"), (4096, "4 KiB")) for test in ("get", "set")],
+    ("encrypted, open loop at half of twemproxy's saturation: p99 vs twemproxy's p99",
+     "open-loop", "cachecloak-encrypted", "p99_vs_twemproxy", "<=", 1.5),
+    ("encrypted: memory per idle client connection (KiB)",
+     "idle", "cachecloak-encrypted", "per_connection_kib", "<=", 16.0),
+    ("pure proxying: memory per idle client connection (KiB)",
+     "idle", "cachecloak-plain", "per_connection_kib", "<=", 16.0),
+]
+
+
+def _median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def _ratio_median(runs: list[dict], ref_runs: list[dict] | None, field: str) -> float | None:
+    """Median over rounds of runs[r][field] / ref_runs[r][field], same round only."""
+    if not ref_runs:
+        return None
+    ref_by_round = {r["round"]: r.get(field) for r in ref_runs}
+    ratios = []
+    for run in runs:
+        ref = ref_by_round.get(run["round"])
+        value = run.get(field)
+        if value is not None and ref:
+            ratios.append(value / ref)
+    return _median(ratios)
+
+
+def summarise_runs(runs_by_target: dict[str, list[dict]], fields: list[str],
+                   ratio_field: str, ratio_prefix: str = "") -> dict[str, dict]:
+    """Median of each field per target, plus the ratios to Redis and twemproxy."""
+    summary = {}
+    for name, runs in runs_by_target.items():
+        ok = [r for r in runs if "error" not in r]
+        row: dict = {f: _median([r.get(f) for r in ok]) for f in fields}
+        row["rounds"] = len(ok)
+        for ref in ("redis", "twemproxy"):
+            ref_runs = [r for r in runs_by_target.get(ref, []) if "error" not in r]
+            row[f"{ratio_prefix}vs_{ref}"] = _ratio_median(ok, ref_runs, ratio_field)
+        summary[name] = row
+    return summary
+
+
+def evaluate_goals(result: dict) -> list[dict]:
+    loads = {load["key"]: load for load in result.get("loads", [])}
+    goals = []
+    for figure, where, target, field, op, bound in GOALS:
+        if where == "open-loop":
+            row = result.get("open_loop", {}).get("summary", {}).get(target)
+        elif where == "idle":
+            row = result.get("idle", {}).get(target)
+        else:
+            row = loads.get(where, {}).get("summary", {}).get(target)
+        value = row.get(field) if row else None
+        met = None if value is None else (value >= bound if op == ">=" else value <= bound)
+        goals.append({"figure": figure, "target": f"{op} {bound:g}", "measured": value,
+                      "met": met})
+    return goals
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _fmt(value: float | None, pattern: str = "{:,.0f}") -> str:
+    return "n/a" if value is None else pattern.format(value)
+
+
+def markdown(result: dict) -> str:
+    titles = {t["name"]: t["title"] for t in result["targets"]}
+    lines = [f"Benchmark {result['meta']['stamp']}: {result['meta']['summary']}", ""]
+    if result.get("loads"):
+        lines += ["### redis-benchmark (closed loop)", "",
+                  "| load | target | req/s | vs Redis | vs twemproxy | p50 ms | p99 ms "
+                  "| CPU s per M req | peak RSS MiB |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for load in result["loads"]:
+            for name, row in load["summary"].items():
+                lines.append(
+                    f"| {load['label']} | {titles[name]} | {_fmt(row['rps'])} "
+                    f"| {_fmt(row['vs_redis'], '{:.2f}')} | {_fmt(row['vs_twemproxy'], '{:.2f}')} "
+                    f"| {_fmt(row['p50_ms'], '{:.3f}')} | {_fmt(row['p99_ms'], '{:.3f}')} "
+                    f"| {_fmt(row['cpu_s_per_M'], '{:.1f}')} "
+                    f"| {_fmt(_mib(row['peak_rss_kib']), '{:.1f}')} |")
+        lines.append("")
+    ol = result.get("open_loop")
+    if ol and ol.get("summary"):
+        lines += [f"### Open loop, {ol['load']['rate']:,.0f} req/s ({ol['rate_basis']}), "
+                  f"{ol['load']['set_ratio']:.0%} SET, {ol['load']['size']} B values", "",
+                  "| target | completed req/s | p50 ms | p99 ms | p99.9 ms | p99 vs Redis "
+                  "| p99 vs twemproxy | send lag p99 ms | errors+lost | CPU s per M req |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for name, row in ol["summary"].items():
+            lines.append(
+                f"| {titles[name]} | {_fmt(row['completed_rps'])} "
+                f"| {_fmt(row['p50_ms'], '{:.3f}')} | {_fmt(row['p99_ms'], '{:.3f}')} "
+                f"| {_fmt(row['p999_ms'], '{:.3f}')} | {_fmt(row['p99_vs_redis'], '{:.2f}')} "
+                f"| {_fmt(row['p99_vs_twemproxy'], '{:.2f}')} "
+                f"| {_fmt(row['send_lag_p99_ms'], '{:.3f}')} "
+                f"| {_fmt(row['failures'], '{:.0f}')} | {_fmt(row['cpu_s_per_M'], '{:.1f}')} |")
+        generator = report_generator_cost(ol["summary"])
+        if generator:
+            lines += ["", f"Load generator: {generator:.0f} CPU s per million requests "
+                      f"(so at most ~{1e6 / generator:,.0f} req/s per generator process on a "
+                      "core of its own); latency from the scheduled send time; send lag is "
+                      "how late the generator sent."]
+        lines.append("")
+    if result.get("idle"):
+        lines += ["### Idle client connections", "",
+                  "| target | connections | RSS before MiB | RSS with them MiB "
+                  "| KiB per connection |",
+                  "|---|---|---|---|---|"]
+        for name, row in result["idle"].items():
+            if "error" in row:
+                lines.append(f"| {titles.get(name, name)} | error: {row['error']} | | | |")
+                continue
+            lines.append(f"| {titles.get(name, name)} | {row['connections']:,} "
+                         f"| {_mib(row['rss_before_kib']):.1f} | {_mib(row['rss_with_kib']):.1f} "
+                         f"| {_fmt(row['per_connection_kib'], '{:.1f}')} |")
+        lines.append("")
+    if result.get("goals"):
+        lines += ["### The issue's targets", "", "| figure | target | measured | met |",
+                  "|---|---|---|---|"]
+        for goal in result["goals"]:
+            met = {True: "yes", False: "**no**", None: "not measured"}[goal["met"]]
+            lines.append(f"| {goal['figure']} | {goal['target']} "
+                         f"| {_fmt(goal['measured'], '{:.2f}')} | {met} |")
+        lines.append("")
+    if result["meta"].get("notes"):
+        lines += ["Notes:", *[f"- {note}" for note in result["meta"]["notes"]], ""]
+    return "\n".join(lines)
+
+
+def report_generator_cost(summary: dict[str, dict]) -> float | None:
+    return _median([row.get("generator_cpu_s_per_M") for row in summary.values()])
+
+
+def _mib(kib: float | None) -> float | None:
+    return None if kib is None else kib / 1024
+
+
+def write_json(result: dict, path: Path) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def chart(result: dict, path: Path) -> str | None:
+    """Write the PNG; return why not when matplotlib is missing or there is nothing to draw."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import matplotlib.ticker
+    except ImportError:
+        return "no chart: matplotlib is not installed (pip install -e '.[bench]')"
+    loads = result.get("loads", [])
+    ol = result.get("open_loop", {}).get("summary", {})
+    if not loads and not ol:
+        return "no chart: no load was run"
+    names = [t["name"] for t in result["targets"]]
+    titles = {t["name"]: t["title"] for t in result["targets"]}
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(13, 9))
+    width = 0.8 / max(1, len(names))
+
+    def bars(ax, labels: list[str], value_of) -> None:
+        for i, name in enumerate(names):
+            xs = [x + (i - (len(names) - 1) / 2) * width for x in range(len(labels))]
+            ax.bar(xs, [value_of(j, name) or 0 for j in range(len(labels))], width,
+                   label=titles[name])
+        ax.set_xticks(range(len(labels)), labels, fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+
+    labels = [load["label"] for load in loads]
+    bars(top, labels, lambda j, n: (loads[j]["summary"].get(n) or {}).get("rps"))
+    top.yaxis.set_major_formatter(
+        matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1000:,.0f}k"))
+    top.set_ylabel("requests per second")
+    top.set_title("Throughput, redis-benchmark 50 clients (higher is better)")
+    top.legend(fontsize=8)
+    p99_labels = [*labels, *(["open loop"] if ol else [])]
+
+    def p99(j: int, name: str) -> float | None:
+        if j < len(loads):
+            return (loads[j]["summary"].get(name) or {}).get("p99_ms")
+        return (ol.get(name) or {}).get("p99_ms")
+
+    bars(bottom, p99_labels, p99)
+    bottom.set_ylabel("p99 latency, ms")
+    bottom.set_yscale("log")
+    bottom.set_title("p99 latency (lower is better; open loop: from the scheduled send time)")
+    fig.suptitle(f"cachecloak benchmark {result['meta']['stamp']} "
+                 f"({result['meta']['summary']})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return None

@@ -1,0 +1,87 @@
+"""The benchmark harness (bench/) works end to end, in its smallest form.
+
+One run of `python -m bench` against one target (cachecloak with encryption on, in front
+of a real redis-server), with a few thousand requests, a one-second open loop and 200 idle
+connections: it checks that every phase produces figures and the files are written, never
+how fast anything is (speed is what the benchmark itself reports).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from bench.openloop import percentile
+from bench.redisbench import parse_csv
+from tests.servers import REPO_ROOT
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("redis-benchmark") is None or shutil.which("redis-server") is None,
+    reason="redis-benchmark and redis-server are needed (apt-get install redis-tools)")
+
+
+def test_redis_benchmark_csv_of_7_0_gives_rate_and_latency_percentiles():
+    out = ('"test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms",'
+           '"p95_latency_ms","p99_latency_ms","max_latency_ms"\n'
+           '"GET","51948.05","0.545","0.208","0.455","0.703","2.775","11.359"\n')
+    figures = parse_csv(out)
+    assert figures["rps"] == 51948.05
+    assert figures["p50_ms"] == 0.455
+    assert figures["p99_ms"] == 2.775
+
+
+def test_redis_benchmark_output_without_figures_is_an_error():
+    with pytest.raises(ValueError, match="no figures"):
+        parse_csv("Could not connect to Redis at 127.0.0.1:1: Connection refused\n")
+
+
+def test_percentile_is_nearest_rank():
+    values = list(range(1, 1001))
+    assert percentile(values, 50) == 500
+    assert percentile(values, 99) == 990
+    assert percentile(values, 99.9) == 999
+    assert percentile(values, 100) == 1000
+    assert percentile([], 99) is None
+
+
+def test_quickest_run_against_one_target_writes_every_figure(tmp_path):
+    args = [sys.executable, "-m", "bench", "--quick", "--only", "cachecloak-encrypted",
+            "--workers", "0", "--tests", "get", "--pipelines", "1", "--sizes", "100",
+            "--requests", "2000", "--keyspace", "1000", "--rate", "1000",
+            "--open-loop-duration", "1", "--open-loop-workers", "1",
+            "--open-loop-connections", "2", "--idle-connections", "200",
+            "--no-chart", "--out", str(tmp_path)]
+    done = subprocess.run(args, cwd=str(REPO_ROOT), capture_output=True, text=True,
+                          timeout=90, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+    [path] = tmp_path.glob("*-quick.json")
+    result = json.loads(path.read_text())
+    assert [t["name"] for t in result["targets"]] == ["cachecloak-encrypted"]
+
+    [load] = result["loads"]
+    assert load["key"] == "get-p1-100"
+    row = load["summary"]["cachecloak-encrypted"]
+    assert row["rps"] > 0
+    assert row["p99_ms"] is not None
+    assert row["cpu_s_per_M"] is not None
+    assert row["peak_rss_kib"] > 0
+    assert row["vs_twemproxy"] is None  # twemproxy was not run, so no ratio is made up
+
+    open_loop = result["open_loop"]["summary"]["cachecloak-encrypted"]
+    assert open_loop["failures"] == 0
+    assert open_loop["p50_ms"] <= open_loop["p99_ms"] <= open_loop["p999_ms"]
+
+    idle = result["idle"]["cachecloak-encrypted"]
+    assert idle["connections"] == 200
+    assert idle["rss_with_kib"] > 0
+
+    goals = {g["figure"]: g for g in result["goals"]}
+    memory = goals["encrypted: memory per idle client connection (KiB)"]
+    assert memory["measured"] == idle["per_connection_kib"]
+    assert (tmp_path / path.name.replace(".json", ".md")).read_text().startswith("Benchmark")
+    assert "GET P1 100 B" in done.stdout
