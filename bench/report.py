@@ -222,3 +222,25 @@ def chart(result: dict, path: Path) -> str | None:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return None
+
+
+def main() -> int:
+    """`python -m bench.report RESULT.json`: write its .md and .png again (after a change
+    to the tables or the chart), and print the tables."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("result", type=Path)
+    args = parser.parse_args()
+    result = json.loads(args.result.read_text())
+    text = markdown(result)
+    print(text)
+    args.result.with_suffix(".md").write_text(text)
+    why_not = chart(result, args.result.with_suffix(".png"))
+    if why_not:
+        print(why_not)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -377,8 +377,10 @@ def main(argv: list[str] | None = None) -> int:
         "stamp": stamp, "date": now.isoformat(timespec="seconds"),
         "seconds": round(time.monotonic() - started, 1),
         "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
-        "summary": (f"{'quick' if args.quick else 'full'} run, {args.rounds} round(s), "
-                    f"{os.cpu_count()} cores shared by Redis, the load and the proxies"),
+        "summary": (f"{'--quick, ' if args.quick else ''}{args.rounds} round(s), "
+                    f"{args.requests:,} requests per run at pipeline 1, "
+                    f"{args.requests_pipelined:,} pipelined, {os.cpu_count()} cores shared "
+                    "by Redis, the load and the proxies"),
         "machine": {"cores": os.cpu_count(), "kernel": platform.release(),
                     "python": platform.python_version()},
         "versions": {"redis-benchmark": _version(["redis-benchmark", "--version"]),
@@ -390,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         "notes": harness.notes,
     }
     result["goals"] = report.evaluate_goals(result)
+    result = {"meta": result.pop("meta"), **result}  # the JSON reads from the top
     args.out.mkdir(parents=True, exist_ok=True)
     text = report.markdown(result)
     print("\n" + text)

@@ -133,6 +133,15 @@ class Cache:
         if sealer is not None and before is not None and sealer.key_id == before.key_id:
             sealer.encryptions = before.encryptions
 
+    def open_also_as(self, successor: Cache) -> None:
+        """Also open what `successor` (the object a reload put in this one's place) opens.
+        Commands and operations still running with this object then read the values the
+        new current key writes meanwhile, instead of taking them for misses (a
+        read-modify-write would otherwise start again from nothing).  It still encrypts
+        under its own current key, which the rotation keeps in `old`."""
+        if self.sealer is not None and successor.sealer is not None:
+            self.sealer = self.sealer.also_opening(successor.sealer)
+
     def plaintext_length(self, stored_length: int) -> int:
         """STRLEN without fetching the value: the envelope adds a fixed overhead."""
         if self.sealer is None or stored_length == 0:

@@ -339,3 +339,91 @@ def test_pipelined_local_and_remote_replies_come_back_in_order(proxy):
             text = f"echo-{i}" if i % 2 else f"val-{i}"
             assert raw.read_reply() == b"$%d\r\n%b\r\n" % (len(text), text.encode()), i
     wait_until(lambda: proxy.proc.poll() is None, timeout=1, what="the proxy to be running")
+
+
+def _cli_script(p: str) -> tuple[bytes, bytes, list[str]]:
+    """redis-cli's scripted workload (one connection, commands from stdin): the script,
+    the raw output it must print, and the plaintexts it writes."""
+    steps = [
+        # Strings with expiry.
+        (f'SET {p}s1 "plain {p}s1 value" EX 100', "OK"),
+        (f"GET {p}s1", f"plain {p}s1 value"),
+        (f"SET {p}short plain-{p}short-value PX 150", "OK"),
+        (f"PTTL {p}keep", "-2"),
+        (f"SET {p}keep plain-{p}keep-value", "OK"),
+        (f"TTL {p}keep", "-1"),
+        (f"MSET {p}m1 plain-{p}m1-value {p}m2 plain-{p}m2-value", "OK"),
+        (f"MGET {p}m1 {p}missing {p}m2", f"plain-{p}m1-value\n\nplain-{p}m2-value"),
+        # Counters.
+        (f"INCR {p}counter", "1"),
+        (f"INCRBY {p}counter 41", "42"),
+        (f"DECR {p}counter", "41"),
+        (f"INCRBYFLOAT {p}float 2.5", "2.5"),
+        # redis-cli prints an empty line after an error (as it does against Redis).
+        (f"INCR {p}s1", "ERR value is not an integer or out of range\n"),
+        # Hashes.
+        (f"HSET {p}hash field-{p}name plain-{p}name-value field-{p}city plain-{p}city", "2"),
+        (f"HINCRBY {p}hash field-{p}visits 3", "3"),
+        (f"HGET {p}hash field-{p}name", f"plain-{p}name-value"),
+        (f"HDEL {p}hash field-{p}city field-{p}nope", "1"),
+        (f"HLEN {p}hash", "2"),
+        # A transaction.
+        ("MULTI", "OK"),
+        (f"SET {p}tx plain-{p}tx-value", "QUEUED"),
+        (f"INCR {p}counter", "QUEUED"),
+        (f"HSET {p}hash field-{p}tx plain-{p}tx-field", "QUEUED"),
+        (f"GET {p}tx", "QUEUED"),
+        ("EXEC", f"OK\n42\n1\nplain-{p}tx-value"),
+        (f"HGET {p}hash field-{p}tx", f"plain-{p}tx-field"),
+    ]
+    script = "".join(command + "\n" for command, _ in steps).encode()
+    expected = "".join(output + "\n" for _, output in steps).encode()
+    written = [f"{p}{name}" for name in ("s1", "short", "keep", "m1", "m2", "counter",
+                                          "float", "hash", "tx")]
+    written += [f"plain {p}s1 value", f"plain-{p}city"] + [
+        f"plain-{p}{name}-value" for name in ("short", "keep", "m1", "m2", "name", "tx")]
+    written += [f"field-{p}{name}" for name in ("name", "city", "visits", "tx")]
+    written.append(f"plain-{p}tx-field")
+    return script, expected, written
+
+
+@needs_cli
+@pytest.mark.parametrize("protocol", ["2", "3"])
+def test_redis_cli_scripted_workload_leaves_only_ciphertext(proxy, redis_server, protocol):
+    """The scripted workload of every client (tests/test_clients_*.py), through redis-cli:
+    commands on stdin, -3, --pipe with 1,000 mixed commands, -r; then Redis holds no
+    plaintext of it."""
+    from tests.clients.support import assert_only_ciphertext
+
+    redis_server.client().flushall()
+    p = f"cli-wl-resp{protocol}:"
+    proto = ["-3"] if protocol == "3" else []
+    script, expected, written = _cli_script(p)
+    result = _cli(proxy.port, *proto, input=script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected
+    time.sleep(0.4)
+    assert _cli(proxy.port, *proto, "GET", f"{p}short").stdout == b"\n"  # PX 150 expired
+
+    # --pipe: a pipeline of 1,000 mixed commands.
+    commands = []
+    for i in range(250):
+        key, value = f"{p}pipe:{i}", f"plain-pipe-{p}{i}-" + "z" * (i % 37)
+        written += [key, value, f"field-{p}p{i}"]
+        commands += [["SET", key, value], ["GET", key], ["INCRBY", f"{p}pipe:sum", str(i)],
+                     ["HSET", f"{p}pipe:hash", f"field-{p}p{i}", value]]
+    written += [f"{p}pipe:sum", f"{p}pipe:hash"]
+    data = b"".join(encode_command(c) for c in commands)
+    result = _cli(proxy.port, *proto, "--pipe", input=data, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().strip().splitlines()[-1] == "errors: 0, replies: 1000"
+    assert _cli(proxy.port, "GET", f"{p}pipe:sum").stdout == b"%d\n" % sum(range(250))
+    assert _cli(proxy.port, "HGET", f"{p}pipe:hash", f"field-{p}p7").stdout == (
+        f"plain-pipe-{p}7-".encode() + b"z" * 7 + b"\n")
+
+    # -r: one command repeated on one connection.
+    result = _cli(proxy.port, *proto, "-r", "5", "INCR", f"{p}repeat")
+    assert result.stdout == b"1\n2\n3\n4\n5\n"
+    written.append(f"{p}repeat")
+
+    assert assert_only_ciphertext(redis_server.port, written, min_keys=250) >= 250

@@ -393,7 +393,7 @@ def test_quit_replies_ok_and_closes(pair):
 
 # -- COMMAND introspection -------------------------------------------------------------
 
-_CONTAINERS = {"client", "command"}
+_CONTAINERS = {"client", "command", "cluster"}
 _SERVED = served_names()
 _SERVED_TOP = [n for n in _SERVED if "|" not in n]
 _DESCRIBED_EXACTLY = [n for n in _SERVED

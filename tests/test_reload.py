@@ -28,7 +28,14 @@ from redis.retry import Retry
 from proxy.crypto.hashing import KeyHasher
 from proxy.crypto.keys import derive_key_id
 from tests.proxyproc import run_cli, wait_until
-from tests.servers import ProxyProcess, free_port, start_proxy, start_redis
+from tests.servers import (
+    ProxyProcess,
+    RawClient,
+    encode_command,
+    free_port,
+    start_proxy,
+    start_redis,
+)
 
 # Every traffic loop is bounded by these, whatever happens.
 MAX_OPS_PER_CLIENT = 20_000
@@ -155,7 +162,7 @@ class Traffic:
                 pipe = client.pipeline(transaction=False)
                 pipe.set(key, value)
                 pipe.get(key)
-                if i % 4 == 0:
+                if i % 2 == 0:
                     pipe.incr("counter")
                 replies = pipe.execute()
                 got = replies[1]
@@ -163,7 +170,7 @@ class Traffic:
                     self.errors.append(f"client {n}: GET {key} gave {got!r}")
                 with self._lock:
                     self.written.append((key, value, after))
-                    if i % 4 == 0:
+                    if i % 2 == 0:
                         self.increments += 1
                 self.done[n] += 1
                 if after:
@@ -482,3 +489,31 @@ def test_tls_profile_change_and_renewed_ca_file_rebuild_the_upstream(tmp_path):
     finally:
         setup.stop()
         redis_server.stop()
+
+
+def test_commands_in_flight_when_the_upstream_changes_get_their_replies(tmp_path, redis_a,
+                                                                         redis_b):
+    k1, h = _key(), _key()
+    setup = Setup(tmp_path, redis_a.port, k1, h)
+    try:
+        with RawClient(setup.proxy.port) as client:
+            assert client.call("SET", "x", "before") == b"+OK\r\n"
+            # Redis A holds every command for 4 s: the next pipeline stays in flight
+            # while the reload moves the cache to redis B.
+            redis_a.client().execute_command("CLIENT", "PAUSE", "4000", "ALL")
+            client.send_raw(encode_command(["SET", "x", "in flight"])
+                            + encode_command(["GET", "x"]))
+            setup.rewrite(_config(redis_b.port, k1, hashing=h, admin_port=setup.admin_port))
+            result = setup.reload()
+            assert result.returncode == 0, result.stderr
+            client.send("GET", "x")  # sent after the reload: answered by redis B
+            replies = [client.read_reply() for _ in range(3)]
+        # The old upstream stayed open until the commands in flight were answered, and
+        # the later command did not overtake them.
+        assert replies == [b"+OK\r\n", b"$9\r\nin flight\r\n", b"$-1\r\n"]
+        assert redis_a.client().exists(setup.stored_name("x")) == 1
+        assert redis_b.client().exists(setup.stored_name("x")) == 0
+        wait_until(lambda: "the previous upstream" in setup.proxy.log(),
+                   what="the old upstream to close")
+    finally:
+        setup.stop()

@@ -214,6 +214,36 @@ _ConfigYamlLoader.add_constructor(
 )
 
 
+# A YAML alias is a reference, so a few lines of nested anchors can stand for billions of
+# values ("billion laughs"), and an alias inside its own anchor makes a cycle; every later
+# step walks the expanded tree, recursively.  A real configuration has a few hundred
+# values, nested five or six deep.
+MAX_CONFIG_NODES = 100_000
+MAX_CONFIG_DEPTH = 64
+
+
+def _shape_problem(data: Any) -> str | None:
+    """What makes `data` too big or too deep to walk, if anything.  Stops counting at the
+    limits, so it is cheap whatever the file holds (cycles included)."""
+    budget = MAX_CONFIG_NODES
+    stack = [(data, 0)]
+    while stack:
+        budget -= 1
+        if budget < 0:
+            return (f"the file expands to more than {MAX_CONFIG_NODES} values through YAML "
+                    "anchors and aliases (or an alias refers to itself); write those parts "
+                    "out without nested aliases")
+        node, depth = stack.pop()
+        if depth > MAX_CONFIG_DEPTH:
+            return (f"values are nested more than {MAX_CONFIG_DEPTH} levels deep (or a YAML "
+                    "alias refers to itself); the configuration needs a few levels only")
+        if isinstance(node, dict):
+            stack.extend((child, depth + 1) for child in (*node.keys(), *node.values()))
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node)
+    return None
+
+
 def _parse_yaml(text: str, source: str) -> dict[Any, Any]:
     try:
         data = yaml.load(text, Loader=_ConfigYamlLoader)  # SafeLoader subclass
@@ -227,8 +257,14 @@ def _parse_yaml(text: str, source: str) -> dict[Any, Any]:
         ) from None
     except yaml.YAMLError:
         raise ConfigError(f"{source}: invalid YAML; fix the syntax") from None
+    except RecursionError:  # the parser recurses once per nesting level
+        raise ConfigError(f"{source}: invalid YAML: nested too deeply; the configuration "
+                          "needs a few levels only") from None
     if data is None:
         return {}
+    problem = _shape_problem(data)
+    if problem is not None:
+        raise ConfigError(f"{source}: {problem}")
     if not isinstance(data, dict):
         raise ConfigError(
             f"{source}: the top level must be a mapping (listeners: and caches:), "

@@ -94,6 +94,18 @@ class ValueSealer:
         except InvalidTag:
             raise DecryptError("authentication-failed") from None
 
+    def also_opening(self, other: ValueSealer) -> ValueSealer:
+        """A sealer that encrypts exactly like this one and also opens whatever `other`
+        opens.  For a configuration reload: commands still running with the previous
+        keys must read the values the new current key writes meanwhile."""
+        merged = object.__new__(ValueSealer)
+        merged.key_id = self.key_id
+        merged._header = self._header
+        merged._current = self._current
+        merged._by_id = {**other._by_id, **self._by_id}
+        merged.encryptions = self.encryptions
+        return merged
+
     @staticmethod
     def key_id_of(blob: bytes) -> bytes | None:
         """The key identifier an envelope was written under, or None if it is not one."""

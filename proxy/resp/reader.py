@@ -111,6 +111,11 @@ class RequestReader:
                         raise ClientProtocolError(f"Protocol error: {exc}") from None
                     data = rest
                     break
+                except TypeError:
+                    # hiredis builds a RESP3 map or set as a dict or set, and a nested
+                    # aggregate cannot be a key: "unhashable type".  Never a request.
+                    raise ClientProtocolError(
+                        "Protocol error: expected '$' before each argument") from None
                 if command is False:
                     break
                 returned.append(command)
@@ -118,8 +123,14 @@ class RequestReader:
                 if command is None:  # `*-1\r\n`: Redis ignores a null array
                     continue
                 if type(command) is not list:
-                    raise ClientProtocolError(
-                        "Protocol error: expected '*', got a non-array request")
+                    # As Redis, a request not starting with `*` is inline (`PING` then
+                    # `+OK` in one read is two commands), wherever the read was split.
+                    rest = self._inline_after_resp(chunk, returned[:-1], chunk_at_boundary)
+                    if rest is None:
+                        raise ClientProtocolError(
+                            "Protocol error: expected '*', got a non-array request")
+                    data = rest
+                    break
                 for arg in command:
                     if type(arg) is not bytes:
                         raise ClientProtocolError(

@@ -5,6 +5,10 @@
     GET /readyz    200 when every listener's cache has a usable upstream, else 503 with
                    one line per cache that is not ready (its name only)
 
+With --workers, the supervisor serves admin.address (proxy.server.workers: it asks
+every worker, which answers on a private Unix socket, through the hooks not_healthy,
+not_ready and render_metrics).
+
 Anything else is 404 (405 for a method other than GET or HEAD).  A minimal HTTP/1.1
 server, deliberately: one request per connection, the request head bounded in size
 (MAX_HEAD_BYTES) and time (REQUEST_TIMEOUT), the connection closed after the response.

@@ -50,8 +50,6 @@ import sys
 import time
 from dataclasses import dataclass
 
-from proxy.config import ConfigError, load_config
-
 log = logging.getLogger("cachecloak")
 
 # How long an old backend stays open for the commands still in flight on it.  Every
@@ -176,6 +174,8 @@ class Reloader:
 
     async def reload(self) -> bool:
         """Read the configuration again and apply it; False when it was rejected."""
+        from proxy.config import ConfigError, load_config
+
         source = _source or ConfigSource(self.server.config.source)
         try:
             config = load_config(source.path, secret_provider=source.secret_provider,
@@ -271,6 +271,7 @@ class Reloader:
         server.config = dataclasses.replace(config, listeners=old_config.listeners,
                                             admin=old_config.admin)
         for change in changes:
+            change.old_cache.open_also_as(change.new_cache)
             server.caches[change.name] = change.new_cache
             self._running[change.name] = change.new_cfg
             self._tls_digests[change.name] = change.tls_digest

@@ -173,6 +173,14 @@ def node_toolchain_missing() -> str | None:
     return None
 
 
+def _node_packages_load() -> bool:
+    """The installed packages load (a stamp alone could sit beside a partial copy)."""
+    probe = subprocess.run(
+        ["node", "-e", "require('ioredis'); require('redis'); require('redis/package.json')"],
+        cwd=NODE_DIR, capture_output=True, timeout=60)
+    return probe.returncode == 0
+
+
 def ensure_node_modules() -> Path:
     """`npm ci` into tests/clients/node/node_modules, once per package-lock.json."""
     reason = node_toolchain_missing()
@@ -181,7 +189,7 @@ def ensure_node_modules() -> Path:
     stamp = NODE_DIR / "node_modules" / ".cachecloak-installed"
     wanted = _digest(NODE_DIR / "package.json", NODE_DIR / "package-lock.json")
     with _locked(NODE_DIR / ".install.lock"):
-        if stamp.exists() and stamp.read_text() == wanted:
+        if stamp.exists() and stamp.read_text() == wanted and _node_packages_load():
             return NODE_DIR
         try:
             result = subprocess.run(

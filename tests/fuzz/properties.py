@@ -1,0 +1,180 @@
+"""What must hold for any input to the three parsers of hostile or careless input.
+
+Shared by the hypothesis tests in this directory (the default test run) and by the
+coverage-guided atheris targets in fuzz/ (run by hand), so both check the same contract:
+
+* the RESP request reader (proxy.resp.reader): any bytes, split anywhere, give commands
+  (non-empty lists of bytes) or a one-line protocol error; nothing else escapes, nothing
+  is fed after the error, and what it allocates is bounded by what it was given, not by
+  what a header declares;
+* the value envelope and the member cipher (proxy.crypto): any blob either opens to the
+  plaintext it was sealed from or raises DecryptError, never another exception;
+* the configuration loader (proxy.config): any file content gives a Config or a
+  ConfigError whose lines are `<where>: <what>`, never a traceback.
+
+Nothing here logs, and nothing here needs a network or a server.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+import tracemalloc
+from collections.abc import Iterable
+from pathlib import Path
+
+from proxy.config import Config, ConfigError, load_config
+from proxy.crypto import DecryptError, ValueSealer
+from proxy.crypto.members import MemberCipher
+from proxy.errors import ClientProtocolError
+from proxy.resp import limits
+from proxy.resp.reader import RequestReader
+
+
+def examples(n: int) -> int:
+    """`n` hypothesis examples, times CACHECLOAK_FUZZ_SCALE (default 1) for longer runs."""
+    return n * max(int(os.environ.get("CACHECLOAK_FUZZ_SCALE", "1") or 1), 1)
+
+
+# ---------------------------------------------------------------------------------------
+# RESP request reader
+# ---------------------------------------------------------------------------------------
+
+# Besides the bytes it was given (held by hiredis or as a partial inline line, plus the
+# commands it returns), the reader may allocate one argument list of the largest allowed
+# command (hiredis reserves an array's list when it reads the header).
+LIST_SLOT_BYTES = 8
+READER_OVERHEAD_BYTES = limits.MAX_ARGUMENTS * LIST_SLOT_BYTES + 256 * 1024
+
+
+def pieces(data: bytes, cuts: Iterable[int]) -> list[bytes]:
+    """`data` split at the given offsets (out-of-range and repeated offsets ignored)."""
+    points = sorted({c for c in cuts if 0 < c < len(data)})
+    bounds = [0, *points, len(data)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+
+
+def check_reader(data: bytes, cuts: Iterable[int] = ()) -> tuple[list[list[bytes]], str | None]:
+    """Feed `data` in pieces like the event loop does; check the reader's contract.
+
+    Returns (commands, error text or None).
+    """
+    reader = RequestReader()
+    commands: list[list[bytes]] = []
+    for piece in pieces(data, cuts):
+        got = reader.feed(piece)
+        assert type(got) is list
+        for command in got:
+            assert type(command) is list and command, command
+            assert len(command) <= limits.MAX_ARGUMENTS
+            assert all(type(arg) is bytes for arg in command), command
+        commands += got
+        if reader.error is not None:  # the caller answers and closes; nothing more is fed
+            assert type(reader.error) is ClientProtocolError
+            text = str(reader.error)
+            assert text.startswith("Protocol error"), text
+            assert "\r" not in text and "\n" not in text, text
+            return commands, text
+    return commands, None
+
+
+def reader_peak_allocation(data: bytes, cuts: Iterable[int] = ()) -> int:
+    """Peak bytes allocated (tracemalloc: hiredis's buffers are counted too) while
+    feeding `data`, beyond what the pieces themselves take."""
+    split = pieces(data, cuts)
+    started = not tracemalloc.is_tracing()
+    if started:
+        tracemalloc.start()
+    try:
+        reader = RequestReader()
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        for piece in split:
+            reader.feed(piece)
+            if reader.error is not None:
+                break
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        if started:
+            tracemalloc.stop()
+    return peak - base
+
+
+def check_reader_allocation(data: bytes, cuts: Iterable[int] = ()) -> None:
+    peak = reader_peak_allocation(data, cuts)
+    bound = 4 * len(data) + READER_OVERHEAD_BYTES
+    assert peak <= bound, f"{peak} bytes allocated for {len(data)} bytes of input"
+
+
+# ---------------------------------------------------------------------------------------
+# Value envelope and member cipher
+# ---------------------------------------------------------------------------------------
+
+KEY_CURRENT = bytes(range(32))
+KEY_OLD = bytes(range(100, 132))
+HASHING_KEY = bytes(range(200, 232))
+_sealer = ValueSealer(KEY_CURRENT, [KEY_OLD])
+_members = MemberCipher(HASHING_KEY)
+
+
+def check_envelope(blob: bytes, db: int, stored_key: bytes, context: bytes | None) -> None:
+    """Opening `blob` gives bytes or DecryptError with a known reason, nothing else."""
+    for opener in (lambda: _sealer.open(db, stored_key, blob, context),
+                   lambda: _members.open(db, stored_key, blob)):
+        try:
+            value = opener()
+        except DecryptError as exc:
+            assert exc.reason in ("not-an-envelope", "unknown-key-id",
+                                  "authentication-failed"), exc.reason
+            assert blob.hex() not in str(exc) or not blob
+        else:
+            assert type(value) is bytes
+    key_id = ValueSealer.key_id_of(blob)
+    assert key_id is None or (type(key_id) is bytes and len(key_id) == 4)
+
+
+def check_tampered_envelope(value: bytes, db: int, stored_key: bytes, edit) -> None:
+    """A sealed value changed by `edit` (bytes -> bytes) opens only if unchanged."""
+    blob = _sealer.seal(db, stored_key, value)
+    changed = edit(blob)
+    try:
+        opened = _sealer.open(db, stored_key, changed)
+    except DecryptError:
+        assert changed != blob
+    else:
+        assert changed == blob and opened == value
+    member = _members.seal(db, stored_key, value)
+    changed = edit(member)
+    try:
+        opened = _members.open(db, stored_key, changed)
+    except DecryptError:
+        assert changed != member
+    else:
+        assert changed == member and opened == value
+
+
+# ---------------------------------------------------------------------------------------
+# Configuration loader
+# ---------------------------------------------------------------------------------------
+
+
+def check_config_text(text: str | bytes, directory: Path | None = None) -> Config | None:
+    """Load `text` as a configuration file: a Config, or a ConfigError whose text is one
+    `<where>: <what>` line per problem.  Any other exception fails the check."""
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        path = Path(tmp) / "cachecloak.yaml"
+        path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8",
+                                                                          "surrogatepass"))
+        try:
+            config = load_config(str(path), environ={})
+        except ConfigError as exc:
+            lines = str(exc).splitlines()
+            assert lines, "an empty ConfigError"
+            assert lines == exc.errors, (lines, exc.errors)
+            for line in lines:
+                assert ": " in line, line
+                assert "Traceback" not in line, line
+            return None
+    assert isinstance(config, Config)
+    return config
