@@ -34,6 +34,11 @@ GOALS = [
 ]
 
 
+# Send lag p99 above this share of a target's p99: the generator, not only the target, was
+# slow, and the open-loop p99 of that target is not to be trusted.
+LATE_GENERATOR_SHARE = 0.5
+
+
 def _median(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return statistics.median(present) if present else None
@@ -124,6 +129,15 @@ def markdown(result: dict) -> str:
                 f"| {_fmt(row['p99_vs_twemproxy'], '{:.2f}')} "
                 f"| {_fmt(row['send_lag_p99_ms'], '{:.3f}')} "
                 f"| {_fmt(row['failures'], '{:.0f}')} | {_fmt(row['cpu_s_per_M'], '{:.1f}')} |")
+        late = [titles[name] for name, row in ol["summary"].items()
+                if row.get("send_lag_p99_ms") and row.get("p99_ms")
+                and row["send_lag_p99_ms"] > LATE_GENERATOR_SHARE * row["p99_ms"]]
+        if late:
+            lines += ["", "**The generator was late** (send lag p99 above "
+                      f"{LATE_GENERATOR_SHARE:.0%} of the p99) for: {', '.join(late)}. "
+                      "There the machine did not give the generator its CPU in time, and the "
+                      "p99 measures that as much as the target: rerun on a quieter machine, or "
+                      "lower --rate."]
         generator = report_generator_cost(ol["summary"])
         if generator:
             lines += ["", f"Load generator: {generator:.0f} CPU s per million requests "

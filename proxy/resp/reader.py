@@ -27,6 +27,7 @@ _LONG_BULK_HEADER = re.compile(rb"\$\d{9,}\r\n")
 # checked at a boundary before hiredis sees it.  Inside a payload this only splits a read.
 _ARRAY_HEADER_TO_CHECK = re.compile(rb"\*\d{7,}|\*\d*\Z")
 _MAX_HEADER_LINE = 24
+_HISTORY_BYTES = 512
 
 
 class RequestReader:
@@ -43,7 +44,7 @@ class RequestReader:
         # a little stricter; it never under-counts.
         self._pending = 0
         self._line_ended = True  # did the last byte fed to hiredis end a line?
-        self._previous = b""  # the read fed to hiredis before the current one
+        self._previous = b""  # the last bytes fed to hiredis before the current read
         self._held = b""  # an array header's first bytes, kept until its line is complete
         self.max_request_bytes = max_request_bytes
         # Set when the stream turned out malformed; the commands before the bad bytes are
@@ -137,7 +138,10 @@ class RequestReader:
                             "Protocol error: expected '$' before each argument")
                 if command:
                     commands.append(command)
-            self._previous = chunk
+            # The last bytes fed to hiredis (at least _HISTORY_BYTES, across reads that
+            # small): a command's tail may arrive in several tiny reads.
+            self._previous = (chunk if len(chunk) >= _HISTORY_BYTES
+                              else (self._previous + chunk)[-_HISTORY_BYTES:])
             if (chunk_at_boundary and self._reader.has_data()
                     and _LONG_BULK_HEADER.search(chunk) is not None):
                 self._check_bulk_lengths(chunk)

@@ -4,10 +4,12 @@ secrets and applies them to the running server without dropping a client connect
 What a reload applies, for every cache a listener serves:
 
 * keys and their settings (`encryption`, `hashing`, `keys.prefix`, `databases`): a new
-  `Cache` object replaces the running one.  The running object is never changed, so a
-  command or multi-step operation (RENAME, a transaction, a read-modify-write) that
-  started with it finishes with the keys it started with; the client's next command
-  uses the new ones.
+  `Cache` object replaces the running one.  The running object keeps its keys and
+  names, so a command or multi-step operation (RENAME, a transaction, a
+  read-modify-write) that started with it finishes with the keys it started with; it
+  only learns to open what the new current key writes meanwhile (Cache.open_also_as),
+  or a concurrent INCR would take a fresh value for a miss and start again from 0.
+  The client's next command uses the new object.
 * the upstream (`redis:`, the TLS profile it names and the contents of that profile's
   files, `type`): a new backend is built, started and given up to connectTimeout to
   connect; then clients move to it.  A client with nothing in flight moves at once; a
@@ -48,6 +50,7 @@ import secrets
 import signal
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 
 log = logging.getLogger("cachecloak")
@@ -152,7 +155,11 @@ class Reloader:
     async def _reload_loop(self) -> None:
         while True:
             self._again = False
-            await self.reload()
+            try:
+                await self.reload()
+            except Exception as exc:  # noqa: BLE001 - a reload must never stop the proxy
+                log.error("config reload failed: internal error %s at %s; the log above "
+                          "says what was applied", type(exc).__name__, _where(exc))
             if not self._again or self._closed:
                 return
 
@@ -447,6 +454,12 @@ def _describe(name: str, cache, change: _Change | None, moved: int) -> str:
                      f"{cache.backend.description})")
     parts.append(f"{moved} client{'' if moved == 1 else 's'} moved")
     return "; ".join(parts)
+
+
+def _where(exc: BaseException) -> str:
+    """File and line of an exception, never its message (it might quote the file)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return " <- ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in frames[::-1][:4])
 
 
 async def _close_quietly(backend) -> None:

@@ -489,7 +489,7 @@ class Supervisor:
                 with contextlib.suppress(OSError):
                     os.close(fd)
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-            _tag_logs(slot.index)
+            _tag_logs(slot.index, getattr(self.args, "log_format", "text"))
             code = self.serve(self.config, self._prepare_worker(slot, write_fd))
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
@@ -546,20 +546,22 @@ class _WorkerTag(logging.Filter):
     """Which worker logged: a `worker` field in JSON logs, `[worker N]` after the
     logger's name in text logs."""
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, text: bool) -> None:
         super().__init__()
         self.index = index
+        self.text = text
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "worker"):
             record.worker = self.index
-            record.name = f"{record.name}[worker {self.index}]"
+            if self.text:
+                record.name = f"{record.name}[worker {self.index}]"
         return True
 
 
-def _tag_logs(index: int) -> None:
+def _tag_logs(index: int, log_format: str) -> None:
     for handler in logging.getLogger().handlers:
-        handler.addFilter(_WorkerTag(index))
+        handler.addFilter(_WorkerTag(index, text=log_format != "json"))
 
 
 def _describe_exit(code: int) -> str:
@@ -634,10 +636,6 @@ class SupervisorAdmin(AdminServer):
         self.supervisor = supervisor
         self.sockets = sockets
         self._servers: list[asyncio.AbstractServer] = []
-
-    @property
-    def port(self) -> int:
-        return self.sockets[0].getsockname()[1]
 
     async def start(self) -> None:
         for sock in self.sockets:
