@@ -11,8 +11,26 @@ from __future__ import annotations
 
 import pytest
 
+from tests import secrets_registry
 from tests.differential import proxy_config
 from tests.servers import start_proxy, start_redis
+
+
+@pytest.fixture(scope="session", autouse=True)
+def logs_hold_no_secrets():
+    """At the end of the session, every log any test produced (proxy processes, CLI
+    runs, in-process loggers) is scanned for the secrets the helpers registered and for
+    key hex (tests/secrets_registry.py); a hit fails the run, naming file and line."""
+    capture = secrets_registry.LogCapture().install()
+    yield
+    capture.remove()
+    findings = secrets_registry.scan()
+    if findings:
+        secrets, logs = secrets_registry.registered_counts()
+        pytest.fail(f"{len(findings)} log line(s) hold a secret ({secrets} secrets checked "
+                    f"in {logs} logs; shown redacted):\n"
+                    + "\n".join(str(f) for f in findings), pytrace=False)
+    secrets_registry.discard_session_dir()
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from tests.secrets_registry import register_secret
 from tests.servers import RawClient, encode_command
 
 _HELLO_ID = re.compile(rb"(\$2\r\nid\r\n):\d+\r\n")
@@ -21,6 +22,9 @@ _INTEGER = re.compile(rb":(-?\d+)\r\n")
 
 def proxy_config(kind: str, upstream: str | None = None) -> str:
     """A one-cache configuration with hashing and encryption on and fresh random keys."""
+    enc, hashing = secrets.token_hex(32), secrets.token_hex(32)
+    register_secret(enc, "encryption key")  # never in any log (checked at session end)
+    register_secret(hashing, "hashing key")
     backend = ""
     if kind == "redis":
         backend = (f"    redis:\n      addresses: [\"{upstream}\"]\n      disableTLS: true\n")
@@ -34,10 +38,10 @@ def proxy_config(kind: str, upstream: str | None = None) -> str:
         f"{backend}"
         "    encryption:\n"
         "      keys:\n"
-        f"        current: {secrets.token_hex(32)}\n"
+        f"        current: {enc}\n"
         "    hashing:\n"
         "      keys:\n"
-        f"        current: {secrets.token_hex(32)}\n"
+        f"        current: {hashing}\n"
     )
 
 

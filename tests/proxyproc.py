@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.secrets_registry import register_cli_run
 from tests.servers import REPO_ROOT, ProxyProcess, wait_for_port
 
 
@@ -59,9 +60,11 @@ def start_proxy_listeners(config_text: str, ports: list[int], *extra_args: str,
 def run_cli(*args: str, env: dict | None = None, timeout: float = 30.0,
             cwd: str | None = None) -> subprocess.CompletedProcess:
     """Run `python -m proxy ARGS` to completion; text output, never a shell."""
-    return subprocess.run([sys.executable, "-m", "proxy", *args], capture_output=True,
-                          text=True, env=proxy_env(env), timeout=timeout,
-                          cwd=cwd or tempfile.gettempdir())
+    result = subprocess.run([sys.executable, "-m", "proxy", *args], capture_output=True,
+                            text=True, env=proxy_env(env), timeout=timeout,
+                            cwd=cwd or tempfile.gettempdir())
+    register_cli_run(args, result)
+    return result
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0,

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.secrets_registry import register_proxy, register_redis_args
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -48,6 +50,10 @@ class RedisServer:
     proc: subprocess.Popen
     workdir: Path
     extra_args: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # Its passwords must never show in a log (checked at session end).
+        register_redis_args(self.extra_args)
 
     @property
     def address(self) -> str:
@@ -91,6 +97,11 @@ class ProxyProcess:
     port: int
     proc: subprocess.Popen
     workdir: Path
+
+    def __post_init__(self) -> None:
+        # Whichever helper started it: its log is scanned at session end for the secrets
+        # of its configuration (tests/secrets_registry.py).
+        register_proxy(self.proc.args, self.workdir)
 
     @property
     def address(self) -> str:

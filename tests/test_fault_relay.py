@@ -505,7 +505,7 @@ def test_loading_is_passed_through(tmp_path):
     redis_server = start_redis("--enable-debug-command", "local")
     port = redis_server.port
     with RawClient(port) as direct:
-        assert direct.call("DEBUG", "POPULATE", "2000") == b"+OK\r\n"
+        assert direct.call("DEBUG", "POPULATE", "3000") == b"+OK\r\n"
         assert direct.call("SAVE") == b"+OK\r\n"
     shutil.copy(redis_server.workdir / "dump.rdb", tmp_path / "dump.rdb")
     proxy = direct_proxy(redis_server)
@@ -514,7 +514,7 @@ def test_loading_is_passed_through(tmp_path):
         with RawClient(proxy.port) as c:
             assert c.call("SET", "a", "1") == b"+OK\r\n"
             redis_server.stop()
-            # 1 ms per key: Redis loads for about two seconds, answering -LOADING.
+            # 1 ms per key: Redis loads for about three seconds, answering -LOADING.
             loading = start_redis("--dir", str(tmp_path), "--key-load-delay", "1000",
                                   "--loading-process-events-interval-bytes", "1024",
                                   port=port)

@@ -22,10 +22,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.certs import CertPair, TestCA
+from tests.secrets_registry import register_cli_run, register_secret
 from tests.servers import REPO_ROOT, RedisServer, free_port, wait_for_port
 
 ENC = "5e" * 32
 HASH = "6f" * 32
+register_secret(ENC, "encryption key")  # never in any log (checked at session end)
+register_secret(HASH, "hashing key")
 
 
 def start_tls_redis(ca: TestCA, server: CertPair, *extra_args: str,
@@ -122,9 +125,11 @@ def proxy_env(env: dict | None = None) -> dict:
 def run_cli(*args: str, env: dict | None = None, timeout: float = 30.0
             ) -> subprocess.CompletedProcess:
     """`python -m proxy ARGS` to completion (bounded by `timeout`); text output."""
-    return subprocess.run([sys.executable, "-m", "proxy", *args], capture_output=True,
-                          text=True, env=proxy_env(env), timeout=timeout,
-                          cwd=tempfile.gettempdir())
+    result = subprocess.run([sys.executable, "-m", "proxy", *args], capture_output=True,
+                            text=True, env=proxy_env(env), timeout=timeout,
+                            cwd=tempfile.gettempdir())
+    register_cli_run(args, result)
+    return result
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0,

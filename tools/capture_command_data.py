@@ -60,7 +60,7 @@ COMMANDS: tuple[str, ...] = (
     "zpopmin", "zpopmax", "keys", "scan", "hscan", "sscan", "zscan",
     "multi", "exec", "discard", "watch", "unwatch", "ping", "echo", "quit",
     "reset", "hello", "auth", "select", "client", "command", "info", "time",
-    "cluster", "readonly", "readwrite", "asking",
+    "cluster", "readonly", "readwrite", "asking", "wait",
 )
 
 CONTAINERS: tuple[str, ...] = ("client", "command", "cluster")

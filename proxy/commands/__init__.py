@@ -13,6 +13,7 @@ from proxy.commands import (  # noqa: F401 - they register themselves
     keycopy,
     keys,
     lists,
+    replication,
     scans,
     sets,
     strings,

@@ -38,7 +38,7 @@ _GROUPS: dict[str, tuple[str, ...]] = {
     _RAW: ("dump", "restore", "restore-asking", "migrate", "object", "memory", "debug"),
     _ADMIN: ("acl", "bgrewriteaof", "bgsave", "save", "config", "shutdown", "slaveof",
              "replicaof", "replconf", "sync", "psync", "failover", "module", "monitor",
-             "slowlog", "latency", "lastsave", "lolwut", "role", "wait", "swapdb", "move"),
+             "slowlog", "latency", "lastsave", "lolwut", "role", "swapdb", "move"),
     _PUBSUB: ("subscribe", "unsubscribe", "psubscribe", "punsubscribe", "publish", "pubsub",
               "ssubscribe", "sunsubscribe", "spublish"),
     _BLOCKING: ("blpop", "brpop", "brpoplpush", "blmove", "blmpop", "bzpopmin", "bzpopmax",

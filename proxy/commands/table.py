@@ -106,7 +106,8 @@ def dispatch(client, args: list[bytes]) -> None:
 
         client.reply(refusal(args))
         return
-    if not arity_ok(command.arity, len(args)):
+    arity, argc = command.arity, len(args)
+    if argc != arity if arity > 0 else argc < -arity:  # arity_ok, inlined: per command
         if command.name == "exec":  # Redis: a rejected EXEC discards the transaction
             from proxy.commands.transactions import abort_exec
 

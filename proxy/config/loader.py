@@ -100,6 +100,10 @@ def format_path(loc: Loc) -> str:
     return out or "configuration"
 
 
+_CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {
+    0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
 class _Errors:
     """Collects ``(loc, message)`` problems; drops those under a failed secret reference."""
 
@@ -118,7 +122,9 @@ class _Errors:
         out: list[str] = []
         for where, message in self.items:
             path = where if isinstance(where, str) else format_path(where)
-            line = f"{path}: {message}"
+            # A field name or value from the file may hold CR, LF or other control
+            # characters: escaped, so that every problem stays on its own line.
+            line = f"{path}: {message}".translate(_CONTROL_ESCAPES)
             if line not in out:
                 out.append(line)
         return out

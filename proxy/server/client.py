@@ -27,6 +27,7 @@ from time import perf_counter
 from hiredis import ReplyError
 
 from proxy.commands import dispatch
+from proxy.commands.replication import primary_epoch
 from proxy.errors import UpstreamError
 from proxy.resp import writer
 from proxy.resp.reader import RequestReader
@@ -154,6 +155,8 @@ class ClientConnection(asyncio.Protocol):
         # A configuration reload may have replaced the cache since this object was made.
         self.cache = self.server.caches.get(self.cache.name, self.cache)
         self.route = self.cache.backend.route()
+        # WAIT answers 0 once the primary moved after this (proxy.commands.replication).
+        self.wait_epoch = primary_epoch(self.cache.backend)
         self.server.client_connected(self)
 
     def connection_lost(self, exc) -> None:
@@ -193,8 +196,15 @@ class ClientConnection(asyncio.Protocol):
             self._backlog.extend(commands)
             self._run_backlog()
         else:
+            stats = self.stats
             for index, args in enumerate(commands):
-                self._dispatch(args)
+                if stats is None:  # without metrics: no per-command call of our own
+                    try:
+                        dispatch(self, args)
+                    except Exception as exc:  # noqa: BLE001 - see _run
+                        self._internal_error(exc)
+                else:
+                    self._dispatch(args)
                 if self._blocked or self._closing:
                     if not self._closing:
                         self._backlog.extend(commands[index + 1:])
@@ -285,11 +295,14 @@ class ClientConnection(asyncio.Protocol):
         try:
             dispatch(self, args)
         except Exception as exc:  # noqa: BLE001 - one bad command must not drop the client
-            # Type and place only: an exception's message may quote a key or a value.
-            log.error("internal error while handling a command: %s at %s",
-                      type(exc).__name__, _where(exc))
-            self.reply(writer.error(
-                f"ERR cachecloak internal error ({type(exc).__name__}); the command was not run"))
+            self._internal_error(exc)
+
+    def _internal_error(self, exc: Exception) -> None:
+        # Type and place only: an exception's message may quote a key or a value.
+        log.error("internal error while handling a command: %s at %s",
+                  type(exc).__name__, _where(exc))
+        self.reply(writer.error(
+            f"ERR cachecloak internal error ({type(exc).__name__}); the command was not run"))
 
     def _protocol_error(self) -> None:
         error = self.reader.error

@@ -66,6 +66,12 @@ valid_stream = st.lists(st.one_of(resp_command, inline_command), min_size=1, max
 
 @settings(max_examples=examples(300), deadline=None)
 @given(valid_stream, cuts)
+# Found by this test: a RESP command whose tail came in reads of one byte, then inline.
+@example([(b"AAA\r\n", [b"AAA"]), (b"*2\r\n$1\r\nx\r\n$0\r\n\r\n", [b"x", b""]),
+          (b"A\r\n", [b"A"])], [18, 19])
+# Found by this test: inline commands after a RESP one in the same read.
+@example([(b"*1\r\n$0\r\n\r\n", [b""]), (b"-\r\n", [b"-"])], [])
+@example([(b"*1\r\n$4\r\nPING\r\n", [b"PING"]), (b"+OK\r\n", [b"+OK"])], [])
 def test_well_formed_requests_split_anywhere_come_out_whole_and_in_order(stream, points):
     data = b"".join(encoded for encoded, _ in stream)
     commands, error = check_reader(data, points)

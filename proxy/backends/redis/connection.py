@@ -30,6 +30,7 @@ from proxy.backends import Reply, Waiter
 from proxy.backends.redis.tls import describe_handshake_error
 from proxy.errors import UpstreamError
 from proxy.resp import writer
+from proxy.resp.writer import command as pack_request
 
 log = logging.getLogger("cachecloak.upstream")
 
@@ -140,7 +141,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if not self._waiters:
             self._last_progress = time.monotonic()
-        self._wbuf.append(hiredis.pack_command(tuple(args)))
+        self._wbuf.append(pack_request(args))
         self._waiters.append(waiter)
 
     def busy(self) -> bool:
