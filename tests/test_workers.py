@@ -4,25 +4,31 @@ Real `cachecloak run --workers 2` processes in front of a real redis-server: con
 spread over both workers (INFO's process_id tells which one answered), the supervisor's
 admin endpoint aggregates the workers, SIGTERM drains every worker, a killed worker is
 replaced, startup errors stop the start instead of looping, SIGHUP reaches every worker
-(and a worker started later runs the reloaded configuration).
+(and a worker started later runs the reloaded configuration), and `cachecloak reload`
+reports one outcome for all workers: the supervisor checks the configuration first, then
+collects every worker's outcome.  Which key wrote a value is read from the raw envelope
+in Redis (version byte, then the 4-byte key identifier).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.crypto.keys import derive_key_id
-from proxy.server.workers import MAX_WORKERS, parse_workers
-from tests.proxyproc import run_cli, start_proxy_listeners, wait_until
-from tests.servers import RawClient, free_port, start_redis
+from proxy.server.workers import MAX_WORKERS, WorkerAnswer, aggregate_reload, parse_workers
+from tests.proxyproc import proxy_env, run_cli, start_proxy_listeners, wait_until
+from tests.servers import ProxyProcess, RawClient, free_port, start_redis, wait_for_port
 from tests.test_admin import http_get
 
 KEY_A = "3f" * 16 + "a1" * 16
@@ -373,3 +379,183 @@ def test_port_zero_cannot_be_shared(tmp_path):
     result = run_cli("run", "--config", str(cfg), "--workers", "2")
     assert result.returncode == 2
     assert "listeners[0].address: port 0" in result.stderr
+
+
+# -- `cachecloak reload` with workers: one truthful outcome -------------------------------
+
+KEY_ID_A = derive_key_id(bytes.fromhex(KEY_A))
+KEY_ID_B = derive_key_id(bytes.fromhex(KEY_B))
+
+
+def write_on_every_worker(port: int, prefix: str, pids: set[int]) -> int:
+    """SET `prefix:i` over new connections until every worker in `pids` has served one
+    (bounded: 200 connections); how many were written."""
+    served: set[int] = set()
+    for i in range(200):
+        with RawClient(port) as c:
+            served.add(process_id(c))
+            assert c.call("SET", f"{prefix}:{i}", "v") == b"+OK\r\n"
+        if pids <= served:
+            return i + 1
+    raise AssertionError(f"connections reached workers {served}, not all of {pids}")
+
+
+def key_ids(redis_server, names) -> set[bytes]:
+    direct = redis_server.client()
+    return {direct.get(name)[1:5] for name in names}
+
+
+def per_worker_lines(stdout: str) -> dict[int, list[str]]:
+    """The `  worker N: ...` / `  workers 0, 1: ...` lines of cachecloak reload, by worker."""
+    out: dict[int, list[str]] = {}
+    for who, text in re.findall(r"^  workers? ([\d, ]+): (.*)$", stdout, re.M):
+        for index in who.split(","):
+            out.setdefault(int(index), []).append(text)
+    return out
+
+
+def test_cachecloak_reload_reports_every_worker_and_each_uses_the_new_key(
+        tmp_path, redis_server):
+    port, admin_port = free_port(), free_port()
+    pid_file = tmp_path / "cachecloak.pid"
+    proc = start_workers(_config(redis_server.port, port, admin_port), port,
+                         "--pid-file", str(pid_file))
+    try:
+        pids = worker_pids(proc)
+        direct = redis_server.client()
+        write_on_every_worker(port, "before", set(pids.values()))
+        before = set(direct.keys("*"))
+        assert before and key_ids(redis_server, before) == {KEY_ID_A}
+
+        (proc.workdir / "cachecloak.yaml").write_text(
+            _config(redis_server.port, port, admin_port, current=KEY_B, old=KEY_A))
+        result = run_cli("reload", "--pid-file", str(pid_file))
+        assert result.returncode == 0, result.stdout + result.stderr + proc.log()
+        assert f"config reloaded (pid {proc.proc.pid}, 2 workers)" in result.stdout
+        lines = per_worker_lines(result.stdout)
+        assert sorted(lines) == [0, 1], result.stdout
+        for index in (0, 1):
+            assert any(line.startswith(f"cache main: encryption key id {KEY_ID_B.hex()} "
+                                       f"current, 1 old key ({KEY_ID_A.hex()})")
+                       for line in lines[index]), result.stdout
+        # One outcome, the supervisor's: no worker wrote the file.
+        record = json.loads((tmp_path / "cachecloak.pid.reload.json").read_text())
+        assert (record["pid"], record["outcome"], record["workers"]) == (proc.proc.pid,
+                                                                           "ok", 2)
+        assert worker_pids(proc) == pids  # reloaded in place
+        assert "config reloaded by 2 of 2 workers" in proc.log()
+        samples = scrape(admin_port)
+        assert samples[("cachecloak_supervisor_config_reloads_total",
+                        (("outcome", "ok"),))] == 1
+        assert total(samples, "cachecloak_config_reloads_total", outcome="ok") == {
+            "0": 1, "1": 1}
+
+        # Both workers write with the new key now.
+        write_on_every_worker(port, "after", set(pids.values()))
+        after = set(direct.keys("*")) - before
+        assert after and key_ids(redis_server, after) == {KEY_ID_B}
+        for secret in (KEY_A, KEY_B, HASH_KEY):
+            assert secret not in result.stdout + proc.log()
+    finally:
+        code = stop(proc)
+    assert code == 0, proc.log()
+
+
+def test_an_invalid_config_is_rejected_once_and_every_worker_keeps_the_old_key(
+        tmp_path, redis_server):
+    port, admin_port = free_port(), free_port()
+    pid_file = tmp_path / "cachecloak.pid"
+    proc = start_workers(_config(redis_server.port, port, admin_port), port,
+                         "--pid-file", str(pid_file))
+    try:
+        pids = worker_pids(proc)
+        (proc.workdir / "cachecloak.yaml").write_text(
+            _config(redis_server.port, port, admin_port, current="zz" + KEY_B[2:], old=KEY_A))
+        result = run_cli("reload", "--pid-file", str(pid_file))
+        assert result.returncode == 2, result.stdout + result.stderr + proc.log()
+        assert "the new configuration was rejected" in result.stderr
+        assert "caches[0].encryption.keys.current: must be 64 hex characters" in result.stderr
+        log = proc.log()
+        # Checked once by the supervisor; no worker was asked to try it.
+        assert log.count("caches[0].encryption.keys.current: must be 64 hex") == 1
+        assert "no worker was signalled" in log
+        assert "[worker" not in "".join(line for line in log.splitlines(keepends=True)
+                                        if "config reload" in line)
+        assert worker_pids(proc) == pids
+        samples = scrape(admin_port)
+        assert samples[("cachecloak_supervisor_config_reloads_total",
+                        (("outcome", "rejected"),))] == 1
+        assert sum(total(samples, "cachecloak_config_reloads_total").values()) == 0
+
+        direct = redis_server.client()
+        write_on_every_worker(port, "still", set(pids.values()))
+        written = set(direct.keys("*"))
+        assert written and key_ids(redis_server, written) == {KEY_ID_A}
+        for secret in (KEY_A, KEY_B, KEY_B[2:], HASH_KEY):
+            assert secret not in result.stderr + proc.log()
+    finally:
+        code = stop(proc)
+    assert code == 0, proc.log()
+
+
+def test_a_sighup_during_startup_is_not_lost(tmp_path, redis_server):
+    """SIGHUP as soon as the pid file exists: before or after the supervisor's handler is
+    installed (whichever it is), one reload of every worker follows, with one outcome."""
+    port = free_port()
+    pid_file = tmp_path / "cachecloak.pid"
+    cfg = tmp_path / "cachecloak.yaml"
+    cfg.write_text(_config(redis_server.port, port))
+    with open(tmp_path / "cachecloak.log", "wb") as logf:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "run", "--config", str(cfg), "--workers", "2",
+             "--pid-file", str(pid_file)], stdout=logf, stderr=subprocess.STDOUT,
+            env=proxy_env(), cwd=str(tmp_path))
+    proc = ProxyProcess(port=port, proc=popen, workdir=tmp_path)
+    try:
+        wait_until(lambda: pid_file.exists(), timeout=20, interval=0.002,
+                   what="the pid file")
+        cfg.write_text(_config(redis_server.port, port, current=KEY_B, old=KEY_A))
+        popen.send_signal(signal.SIGHUP)
+        outcome = tmp_path / "cachecloak.pid.reload.json"
+        wait_until(outcome.exists, timeout=30, what="the reload outcome")
+        record = json.loads(outcome.read_text())
+        assert (record["pid"], record["outcome"], record["workers"]) == (popen.pid, "ok", 2), \
+            record
+        wait_for_port(port, proc=popen)
+        wait_until(lambda: "all 2 workers serving" in proc.log(), timeout=20,
+                   what="every worker to serve")
+        direct = redis_server.client()
+        write_on_every_worker(port, "k", set(worker_pids(proc).values()))
+        assert key_ids(redis_server, direct.keys("*")) == {KEY_ID_B}
+    finally:
+        code = stop(proc)
+    assert code == 0, proc.log()
+
+
+def test_reload_outcomes_of_the_workers_add_up_to_one():
+    ok = [WorkerAnswer(0, "ok", ["cache main: unchanged"]),
+          WorkerAnswer(1, "ok", ["cache main: unchanged"])]
+    assert aggregate_reload(ok, 12) == ("ok", ["workers 0, 1: cache main: unchanged"], 2)
+
+    # A worker that was being restarted starts with the new configuration anyway.
+    outcome, lines, reloaded = aggregate_reload(
+        [ok[0], WorkerAnswer(1, "absent")], 12)
+    assert (outcome, reloaded) == ("ok", 1)
+    assert lines[1] == ("worker 1: was not running (being restarted); it starts with the "
+                        "new configuration")
+
+    rejected = [WorkerAnswer(i, "rejected", ["caches: main: bad"]) for i in (0, 1)]
+    assert aggregate_reload([*rejected, WorkerAnswer(2, "exited")], 12) == (
+        "rejected", ["workers 0, 1: caches: main: bad", "worker 2: ended during the reload; "
+                     "its replacement starts with the running configuration"], 0)
+
+    # Only some workers took it: partial, saying which did what.
+    outcome, lines, reloaded = aggregate_reload(
+        [ok[0], rejected[1], WorkerAnswer(2, "silent")], 12)
+    assert (outcome, reloaded) == ("partial", 1)
+    assert lines == ["worker 0: reloaded: cache main: unchanged",
+                     "worker 1: rejected: caches: main: bad",
+                     "worker 2: no outcome within 12s (still reloading, or stuck); its log "
+                     "lines say more"]
+    # No worker answered: not a rejection (nobody said no), not ok either.
+    assert aggregate_reload([WorkerAnswer(0, "silent")], 12)[0] == "partial"

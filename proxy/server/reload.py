@@ -31,7 +31,10 @@ logs why, and leaves the running configuration in force.
 
 Also here: the pid file of `cachecloak run --pid-file` and the `cachecloak reload`
 command, which signals the process named by that file and waits for the outcome the
-process writes next to it (`<pid file>.reload.json`).
+process writes next to it (`<pid file>.reload.json`).  With --workers, a worker hands
+its outcome to the supervisor instead (report_outcomes_to), and the supervisor, which
+checks the new configuration itself first (check_reload), writes the one outcome file
+(proxy.server.workers).
 
 Must never: log, or write to the outcome file, a key, a value or a secret (key
 identifiers are public, as INFO shows them); apply part of a configuration; close a
@@ -51,6 +54,7 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 log = logging.getLogger("cachecloak")
@@ -62,6 +66,9 @@ RETIRE_TIMEOUT = 30.0
 # A key no application uses: two caches name it alike exactly when their naming is alike.
 _NAMING_PROBE = b"\x00cachecloak reload naming probe"
 OUTCOME_SUFFIX = ".reload.json"
+# `cachecloak reload` exit codes (0: reloaded, 1: no process or no outcome in time).
+EXIT_REJECTED = 2  # the new configuration was rejected: the running one stays in force
+EXIT_INCOMPLETE = 3  # applied only in part (some workers), or an internal error: see the log
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,9 @@ class ConfigSource:
 # processes forked from it inherit it).
 _source: ConfigSource | None = None
 _early_hup = False
+# In a --workers process: where a reload's outcome goes instead of the outcome file (the
+# supervisor collects every worker's and writes one file).
+_reporter: Callable[[dict], None] | None = None
 
 
 def set_source(source: ConfigSource) -> None:
@@ -85,9 +95,22 @@ def set_source(source: ConfigSource) -> None:
     _source = source
 
 
+def current_source() -> ConfigSource | None:
+    return _source
+
+
+def report_outcomes_to(reporter: Callable[[dict], None] | None) -> None:
+    """Hand each reload's outcome record to `reporter` instead of writing the file."""
+    global _reporter
+    _reporter = reporter
+
+
 def catch_early_hup() -> None:
-    """Until the server installs its own handler, note a SIGHUP instead of dying of it
-    (SIGHUP's default action ends the process); the server then reloads once."""
+    """Until the server (or the --workers supervisor) installs its own handler, note a
+    SIGHUP instead of dying of it (SIGHUP's default action ends the process); it then
+    reloads once.  A SIGHUP noted by another process before it forked us is not ours."""
+    global _early_hup
+    _early_hup = False
     signal.signal(signal.SIGHUP, _note_early_hup)
 
 
@@ -96,7 +119,8 @@ def _note_early_hup(signum, frame) -> None:
     _early_hup = True
 
 
-def _take_early_hup() -> bool:
+def take_early_hup() -> bool:
+    """Whether a SIGHUP came before the handler was installed (and forget it)."""
     global _early_hup
     pending, _early_hup = _early_hup, False
     return pending
@@ -129,6 +153,10 @@ class Reloader:
         self._again = False
         self._closed = False
         self._retiring: dict[asyncio.Task, object] = {}  # task -> old backend
+        # time.monotonic() when the reload in progress read the configuration: the
+        # --workers supervisor takes an outcome as the answer to its SIGHUP only when
+        # the reload began after it sent the signal.
+        self._started = 0.0
         self._running = {name: server.config.caches[name] for name in server.caches}
         self._tls_digests = {name: _tls_digest(cfg) for name, cfg in self._running.items()}
         # In-process caches keep the settings they were built with (see _restart_only).
@@ -140,7 +168,7 @@ class Reloader:
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
         """Handle SIGHUP from now on; reload at once if one came during startup."""
         loop.add_signal_handler(signal.SIGHUP, self.request)
-        if _take_early_hup():
+        if take_early_hup():
             self.request()
 
     def request(self) -> None:
@@ -160,6 +188,9 @@ class Reloader:
             except Exception as exc:  # noqa: BLE001 - a reload must never stop the proxy
                 log.error("config reload failed: internal error %s at %s; the log above "
                           "says what was applied", type(exc).__name__, _where(exc))
+                _write_outcome(_source, "error", [
+                    f"configuration: the reload failed with an internal error "
+                    f"({type(exc).__name__}); the log says what was applied"], self._started)
             if not self._again or self._closed:
                 return
 
@@ -184,6 +215,7 @@ class Reloader:
         from proxy.config import ConfigError, load_config
 
         source = _source or ConfigSource(self.server.config.source)
+        self._started = time.monotonic()
         try:
             config = load_config(source.path, secret_provider=source.secret_provider,
                                  listen=source.listen)
@@ -228,9 +260,7 @@ class Reloader:
         for name, cache in self.server.caches.items():
             new_cfg = config.caches.get(name)
             if new_cfg is None:
-                raise _Rejected([f'caches: cache "{name}" is no longer defined, but a '
-                                 "running listener serves it and listeners change only "
-                                 "with a restart; define it again, or restart cachecloak"])
+                raise _Rejected([_undefined(name)])
             old_cfg = self._running[name]
             digest = _tls_digest(new_cfg)
             rebuild = (_upstream(old_cfg) != _upstream(new_cfg)
@@ -247,8 +277,7 @@ class Reloader:
             try:
                 new_cache = Cache.from_config(new_cfg, backend)
             except ValueError:
-                raise _Rejected([f'caches: cache "{name}": two encryption keys share a key '
-                                 "identifier; use distinct keys"]) from None
+                raise _Rejected([_shared_key_id(name)]) from None
             new_cache.carry_over(cache)
             changes.append(_Change(name, old_cfg, new_cfg, cache, new_cache, rebuild,
                                    digest))
@@ -297,7 +326,7 @@ class Reloader:
         for line in lines:
             log.info("config reloaded: %s", line, extra={"event": "config_reload",
                                                          "outcome": "ok"})
-        _write_outcome(_source, "ok", lines)
+        _write_outcome(_source, "ok", lines, self._started)
 
     def move_clients(self) -> dict[str, int]:
         """Give every client the running cache of its name; per cache, how many moved."""
@@ -340,7 +369,55 @@ class Reloader:
             log.error("config reload rejected (%s); the running configuration stays in "
                       "force: %s", where, line, extra={"event": "config_reload",
                                                         "outcome": "rejected"})
-        _write_outcome(source, "rejected", lines)
+        _write_outcome(source, "rejected", lines, self._started)
+
+
+def _undefined(name: str) -> str:
+    return (f'caches: cache "{name}" is no longer defined, but a running listener serves '
+            "it and listeners change only with a restart; define it again, or restart "
+            "cachecloak")
+
+
+def _shared_key_id(name: str) -> str:
+    return f'caches: cache "{name}": two encryption keys share a key identifier; use distinct keys'
+
+
+def check_reload(source: ConfigSource, served: Iterable[str]) -> tuple[object | None, list[str]]:
+    """Read the configuration as a reload does and check what a reload would reject
+    before it builds anything (configuration errors, a served cache no longer defined,
+    TLS files that do not load, two keys with one identifier): (config, []) or
+    (None, one line per problem).  Starts nothing and needs no event loop, so the
+    --workers supervisor checks a new configuration once, before any worker tries it."""
+    from proxy.backends.redis.tls import TLSSetupError, client_context
+    from proxy.cache import Cache
+    from proxy.config import ConfigError, load_config
+
+    try:
+        config = load_config(source.path, secret_provider=source.secret_provider,
+                             listen=source.listen)
+    except ConfigError as exc:
+        return None, list(exc.errors)
+    except Exception as exc:  # noqa: BLE001 - the type only: its text might quote the file
+        return None, [f"configuration: could not be reloaded ({type(exc).__name__}); fix "
+                      "the file and reload again"]
+    problems: list[str] = []
+    for name in dict.fromkeys(served):
+        cfg = config.caches.get(name)
+        if cfg is None:
+            problems.append(_undefined(name))
+            continue
+        tls = getattr(getattr(cfg, "redis", None), "tls", None)
+        if cfg.type == "redis" and tls is not None:
+            try:
+                client_context(tls)
+            except TLSSetupError as exc:
+                problems.append(f"caches: {name}: {exc}")  # as proxy.server.app words it
+                continue
+        try:
+            Cache.from_config(cfg, backend=None)
+        except ValueError:
+            problems.append(_shared_key_id(name))
+    return (None, problems) if problems else (config, [])
 
 
 def _switch(client, new) -> None:
@@ -476,14 +553,28 @@ def outcome_path(pid_file: str) -> str:
     return pid_file + OUTCOME_SUFFIX
 
 
-def _write_outcome(source: ConfigSource | None, outcome: str, lines: list[str]) -> None:
-    """Tell `cachecloak reload` what happened (only with --pid-file).  Written whole
-    (temporary file and rename), so a reader never sees half of it."""
+def _write_outcome(source: ConfigSource | None, outcome: str, lines: list[str],
+                   started: float) -> None:
+    """Tell `cachecloak reload` what happened: in a --workers process, the supervisor
+    (which writes the file); else the outcome file, only with --pid-file."""
+    record = {"id": secrets.token_hex(8), "pid": os.getpid(), "outcome": outcome,
+              "lines": lines, "time": time.time(), "started": started}
+    if _reporter is not None:
+        try:
+            _reporter(record)
+        except OSError as exc:  # the supervisor is gone: this worker stops soon anyway
+            log.warning("config reload: could not report the outcome to the supervisor (%s)",
+                        exc.strerror or type(exc).__name__)
+        return
+    write_outcome(source, record)
+
+
+def write_outcome(source: ConfigSource | None, record: dict) -> None:
+    """Write an outcome record for `cachecloak reload` (only with --pid-file).  Written
+    whole (temporary file and rename), so a reader never sees half of it."""
     if source is None or source.pid_file is None:
         return
     path = outcome_path(source.pid_file)
-    record = {"id": secrets.token_hex(8), "pid": os.getpid(), "outcome": outcome,
-              "lines": lines, "time": time.time()}
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         with open(tmp, "w", encoding="utf-8") as f:
@@ -600,7 +691,8 @@ def cmd_reload(args) -> int:
     """Send SIGHUP to the cachecloak named by the pid file; wait for and print the outcome.
 
     Exit 0: reloaded (or signalled, with --no-wait); 1: no such process, or no outcome
-    in time; 2: the new configuration was rejected (the old one stays in force)."""
+    in time; 2: the new configuration was rejected (the old one stays in force); 3: not
+    applied everywhere (some --workers workers only) or an internal error (see the log)."""
     path = args.pid_file
     if not path:
         print("cachecloak reload: no pid file given; pass --pid-file PATH (the one "
@@ -641,16 +733,32 @@ def cmd_reload(args) -> int:
 
 def _report(pid: int, record: dict) -> int:
     lines = [str(line) for line in record.get("lines") or []]
-    if record.get("outcome") == "ok":
-        print(f"config reloaded (pid {pid})")
+    outcome = record.get("outcome")
+    workers = record.get("workers")  # written by a --workers supervisor only
+    if outcome == "ok":
+        if isinstance(workers, int):
+            print(f"config reloaded (pid {pid}, {workers} worker{'' if workers == 1 else 's'})")
+        else:
+            print(f"config reloaded (pid {pid})")
         for line in lines:
             print(f"  {line}")
         return 0
-    print(f"cachecloak reload: the new configuration was rejected (pid {pid}); the running "
-          "configuration stays in force:", file=sys.stderr)
+    if outcome == "rejected":
+        print(f"cachecloak reload: the new configuration was rejected (pid {pid}); the "
+              "running configuration stays in force:", file=sys.stderr)
+        code = EXIT_REJECTED
+    elif outcome == "partial":
+        print(f"cachecloak reload: only {workers} of {record.get('of')} workers reloaded "
+              f"(pid {pid}); what each worker did (fix it and reload again):",
+              file=sys.stderr)
+        code = EXIT_INCOMPLETE
+    else:
+        print(f"cachecloak reload: the reload did not complete (pid {pid}); look for "
+              "\"config reload\" in its log:", file=sys.stderr)
+        code = EXIT_INCOMPLETE
     for line in lines:
         print(f"  {line}", file=sys.stderr)
-    return 2
+    return code
 
 
 def _read_text(path: str) -> str | None:

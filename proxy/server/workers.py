@@ -19,9 +19,18 @@ The supervisor:
   blocked around fork(), so none reaches a worker before it has reset the supervisor's
   handlers;
 * forwards SIGTERM / SIGINT (each worker drains, see proxy.server.app) and exits 0 when
-  every worker exited 0; forwards SIGHUP (each worker reloads, proxy.server.reload) and
-  reads the configuration again itself, so that a worker it restarts later starts with
-  the configuration the others run;
+  every worker exited 0;
+* on SIGHUP, reads and checks the configuration itself first (proxy.server.reload
+  check_reload): a configuration it rejects is logged once and no worker is signalled.
+  Otherwise it takes it for the workers it starts from now on, forwards SIGHUP to every
+  worker (each reloads, proxy.server.reload), collects each worker's outcome over the
+  worker's pipe (a worker's reload answers the SIGHUP only when it began after the
+  signal was sent: CLOCK_MONOTONIC is one clock for every process), and writes the one
+  outcome file `cachecloak reload` reads: ok only when every worker reloaded;
+  rejected when every worker rejected it (restarted workers then keep the running
+  configuration too); else partial, with what each worker said.  A SIGHUP during a
+  reload runs another one after it (only the last one's outcome is written); a SIGHUP
+  before the supervisor's handler was installed is acted on once the workers exist;
 * restarts a worker that dies, after a delay that doubles while it keeps dying
   (RESTART_DELAY_MIN .. RESTART_DELAY_MAX), and logs why;
 * exits 1 when a worker fails before it serves at the first start (its error is logged
@@ -46,8 +55,10 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -57,6 +68,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from proxy.server import reload as reloading
 from proxy.server.admin import MAX_HEAD_BYTES, AdminServer
 
 log = logging.getLogger("cachecloak.workers")
@@ -77,6 +89,13 @@ ASK_TIMEOUT = 3.0
 MAX_WORKER_RESPONSE = 32 * 1024 * 1024
 # How often a worker checks that its supervisor is still there.
 PARENT_CHECK_INTERVAL = 1.0
+# How long the supervisor waits for the workers' reload outcomes, beyond the longest
+# connectTimeout of the new configuration (a worker's reload waits that long for a new
+# upstream).  Below `cachecloak reload`'s default --timeout of 15 s with the default
+# connectTimeout (2 s).
+RELOAD_WAIT = 10.0
+# A worker's message on its pipe (one line: b"s" serving, b"o" + JSON reload outcome).
+MAX_WORKER_MESSAGE = 1024 * 1024
 
 EXIT_STARTUP = 1  # as proxy.cli
 EXIT_CONFIG = 2
@@ -117,7 +136,9 @@ class _Slot:
     index: int
     admin_path: str | None = None
     pid: int | None = None
-    pipe: int | None = None  # read end: the worker writes b"s" once it serves
+    pipe: int | None = None  # read end: the worker's messages (see _on_message)
+    pipe_buffer: bytearray = field(default_factory=bytearray, repr=False)
+    outcome: dict | None = None  # the latest reload outcome of its current process
     started: bool = False
     started_at: float = 0.0
     delay: float = RESTART_DELAY_MIN
@@ -159,6 +180,10 @@ class Supervisor:
         self.exit_code = 0
         self._done: asyncio.Future | None = None
         self._kill_timer: asyncio.TimerHandle | None = None
+        self._reload_task: asyncio.Task | None = None
+        self._reload_again = False
+        self._reload_news = asyncio.Event()  # a worker reported an outcome, or ended
+        self.reload_counts = {"ok": 0, "rejected": 0, "partial": 0, "error": 0}
 
     # -- lifecycle (supervisor process) ---------------------------------------------
 
@@ -245,12 +270,21 @@ class Supervisor:
         for sig in _FORWARDED:
             loop.add_signal_handler(sig, self._on_signal, sig)
         loop.add_signal_handler(signal.SIGCHLD, self._reap)
+        # Taken before forking: the workers must not inherit it (they get our SIGHUP).
+        early_hup = reloading.take_early_hup()
         if self.admin is not None:
             await self.admin.start()
         log.info("supervisor (pid %d) starting %d workers", self.pid, self.count)
         for slot in self.slots:
             self._spawn(slot)
+        if early_hup and not self.stopping:
+            log.info("received SIGHUP during startup: reloading now")
+            self._request_reload()
         code = await self._done
+        if self._reload_task is not None and not self._reload_task.done():
+            self._reload_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reload_task
         if self.admin is not None:
             await self.admin.stop()
         return code
@@ -278,6 +312,8 @@ class Supervisor:
                 os.unlink(slot.admin_path)  # the previous worker's
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
+        slot.pipe_buffer.clear()
+        slot.outcome = None
         # Blocked until the child has replaced the supervisor's handlers: a signal for it
         # must not run them (the handler would wake the supervisor's loop instead).
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED_AROUND_FORK)
@@ -301,18 +337,42 @@ class Supervisor:
         log.debug("worker %d forked (pid %d)", slot.index, pid)
 
     def _on_pipe(self, slot: _Slot, fd: int) -> None:
-        if slot.pipe != fd:
-            return
-        try:
-            data = os.read(fd, 64)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if b"s" in data and not slot.started:
-            self._worker_started(slot)
-        if not data:
-            self._close_pipe(slot)
+        # Bounded per call: the loop calls again while there is more.
+        for _ in range(16):
+            if slot.pipe != fd:
+                return
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:  # the worker ended
+                self._close_pipe(slot)
+                return
+            buffer = slot.pipe_buffer
+            buffer += data
+            *messages, rest = buffer.split(b"\n")
+            slot.pipe_buffer = bytearray(rest)
+            if len(slot.pipe_buffer) > MAX_WORKER_MESSAGE:
+                log.warning("worker %d sent an oversized message; ignored", slot.index)
+                slot.pipe_buffer = bytearray()
+            for message in messages:
+                self._on_message(slot, bytes(message))
+
+    def _on_message(self, slot: _Slot, message: bytes) -> None:
+        """One line from a worker: b"s" it serves; b"o{json}" a reload's outcome."""
+        if message == b"s":
+            if not slot.started:
+                self._worker_started(slot)
+        elif message.startswith(b"o"):
+            try:
+                record = json.loads(message[1:])
+            except ValueError:
+                record = None
+            if isinstance(record, dict):
+                slot.outcome = record
+                self._reload_news.set()
 
     def _close_pipe(self, slot: _Slot) -> None:
         if slot.pipe is None:
@@ -349,6 +409,7 @@ class Supervisor:
             self._on_pipe(slot, slot.pipe)
             self._close_pipe(slot)
         pid, slot.pid = slot.pid, None
+        self._reload_news.set()
         how = _describe_exit(code)
         if self.stopping:
             if code not in (0, -signal.SIGTERM, -signal.SIGINT):
@@ -383,11 +444,8 @@ class Supervisor:
     def _on_signal(self, sig: int) -> None:
         name = signal.Signals(sig).name
         if sig == signal.SIGHUP:
-            if self.stopping:
-                return
-            self._reload_config()
-            log.info("received SIGHUP: forwarding it to the workers (each reloads)")
-            self._signal_workers(sig)
+            if not self.stopping:
+                self._request_reload()
             return
         if not self.stopping:
             from proxy.server.app import DRAIN_TIMEOUT
@@ -398,25 +456,122 @@ class Supervisor:
         else:
             self._signal_workers(sig)
 
-    def _reload_config(self) -> None:
-        """Read the configuration again for the workers started from now on.
+    # -- reload ---------------------------------------------------------------------
 
-        Listeners and admin: need a restart (as in each worker), so the running ones are
-        kept.  A configuration the workers reject (errors) is not taken either."""
-        from proxy.config import ConfigError, load_config
-
-        args = self.args
-        try:
-            new = load_config(args.config, secret_provider=args.secret_provider,
-                              listen=args.listen)
-        except ConfigError:
-            log.info("the new configuration has errors (the workers log them); restarted "
-                     "workers keep the running one")
+    def _request_reload(self) -> None:
+        """Reload now, or once more after the reload in progress (requests coalesce)."""
+        if self._reload_task is not None and not self._reload_task.done():
+            self._reload_again = True
             return
-        if any(listener.cache not in new.caches for listener in self.config.listeners):
-            return  # the workers reject it: a served cache is no longer defined
-        self.config = dataclasses.replace(new, listeners=self.config.listeners,
-                                          admin=self.config.admin)
+        assert self.loop is not None
+        self._reload_task = self.loop.create_task(self._reload_loop())
+
+    async def _reload_loop(self) -> None:
+        while True:
+            self._reload_again = False
+            try:
+                record = await self._reload()
+            except Exception as exc:  # noqa: BLE001 - a reload must never stop the supervisor
+                log.error("config reload failed: internal error %s in the supervisor",
+                          type(exc).__name__)
+                record = {"outcome": "error", "lines": [
+                    f"supervisor: the reload failed with an internal error "
+                    f"({type(exc).__name__}); the workers' log lines say what they applied"]}
+            if self.stopping:
+                return
+            if self._reload_again:  # superseded: the next one's outcome is the one to tell
+                continue
+            self.reload_counts[record["outcome"]] = (
+                self.reload_counts.get(record["outcome"], 0) + 1)
+            source = self._source()
+            if source.pid_file is not None:
+                record.update(id=secrets.token_hex(8), pid=self.pid, time=time.time())
+                reloading.write_outcome(source, record)
+            return
+
+    def _source(self) -> reloading.ConfigSource:
+        args = self.args
+        return reloading.current_source() or reloading.ConfigSource(
+            args.config, getattr(args, "secret_provider", None), getattr(args, "listen", None),
+            getattr(args, "pid_file", None))
+
+    async def _reload(self) -> dict:
+        """One reload of every worker; the outcome record for `cachecloak reload`."""
+        source = self._source()
+        served = [listener.cache for listener in self.config.listeners]
+        config, problems = reloading.check_reload(source, served)
+        if config is None:
+            where = source.path or "the built-in default"
+            for line in problems:
+                log.error("config reload rejected (%s); the running configuration stays in "
+                          "force: %s", where, line, extra={"event": "config_reload",
+                                                            "outcome": "rejected"})
+            log.info("config reload: no worker was signalled (each would reject it too)")
+            return {"outcome": "rejected", "lines": problems, "workers": 0,
+                    "of": self.count}
+        previous = self.config
+        # Workers started from now on run it.  Listeners and admin need a restart (as in
+        # each worker), so the running ones are kept.
+        self.config = dataclasses.replace(config, listeners=previous.listeners,
+                                          admin=previous.admin)
+        targets = [(slot, slot.pid) for slot in self.slots if slot.pid is not None]
+        log.info("config reload: the new configuration is valid; forwarding SIGHUP to %d "
+                 "workers (each reloads)", len(targets))
+        sent = time.monotonic()
+        for _slot, pid in targets:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
+        wait = RELOAD_WAIT + max(
+            (cfg.redis.connect_timeout for cfg in config.caches.values()
+             if getattr(cfg, "redis", None) is not None), default=0.0)
+        assert self.loop is not None
+        deadline = self.loop.time() + wait
+
+        def answer(slot: _Slot) -> dict | None:
+            record = slot.outcome
+            started = record.get("started") if record is not None else None
+            if isinstance(started, (int, float)) and started >= sent:
+                return record
+            return None
+
+        while not self.stopping:
+            self._reload_news.clear()
+            if all(slot.pid != pid or answer(slot) is not None for slot, pid in targets):
+                break
+            remaining = deadline - self.loop.time()
+            if remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reload_news.wait(), remaining)
+        answers: list[WorkerAnswer] = []
+        pids = {slot.index: pid for slot, pid in targets}
+        for slot in self.slots:
+            if slot.index not in pids:
+                answers.append(WorkerAnswer(slot.index, "absent"))
+            elif slot.pid != pids[slot.index]:
+                answers.append(WorkerAnswer(slot.index, "exited"))
+            elif (record := answer(slot)) is None:
+                answers.append(WorkerAnswer(slot.index, "silent"))
+            else:
+                outcome = record.get("outcome")
+                lines = [str(line) for line in record.get("lines") or []]
+                answers.append(WorkerAnswer(
+                    slot.index, outcome if outcome in ("ok", "rejected") else "error", lines))
+        outcome, lines, reloaded = aggregate_reload(answers, wait)
+        if outcome == "rejected":
+            self.config = previous  # no worker runs it: restarted ones must not either
+        if outcome == "ok":  # each worker logged what it applied
+            log.info("config reloaded by %d of %d workers", reloaded, self.count,
+                     extra={"event": "config_reload", "outcome": outcome})
+        else:
+            log.error("config reload %s: %d of %d workers reloaded; %s", outcome, reloaded,
+                      self.count, "the running configuration stays in force" if
+                      outcome == "rejected" else "see the lines below",
+                      extra={"event": "config_reload", "outcome": outcome})
+            for line in lines:
+                log.error("config reload: %s", line)
+        return {"outcome": outcome, "lines": lines, "workers": reloaded, "of": self.count,
+                "started": sent}
 
     def _signal_workers(self, sig: int) -> None:
         for slot in self.slots:
@@ -475,12 +630,7 @@ class Supervisor:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            try:
-                from proxy.server.reload import catch_early_hup
-            except ImportError:
-                signal.signal(signal.SIGHUP, signal.SIG_IGN)  # must not end a worker
-            else:
-                catch_early_hup()  # a SIGHUP before the server's handler: reload once
+            reloading.catch_early_hup()  # a SIGHUP before the server's handler: reload once
             own = {read_fd}
             own.update(s.pipe for s in self.slots if s.pipe is not None)
             own.update(s.fileno() for s in self._admin_sockets)
@@ -506,13 +656,22 @@ class Supervisor:
             os._exit(code)
 
     def _prepare_worker(self, slot: _Slot, write_fd: int) -> Callable[[object], None]:
+        """The worker's side of its pipe (open until it exits: EOF tells the supervisor),
+        one line per message: `s` once it serves, `o` and JSON per reload outcome
+        (instead of the outcome file: the supervisor writes that one for every worker)."""
         supervisor_pid = self.pid
 
+        def send(message: bytes) -> None:
+            view = memoryview(message)
+            while view:
+                view = view[os.write(write_fd, view):]
+
         def started() -> None:
-            try:
-                os.write(write_fd, b"s")
-            finally:
-                os.close(write_fd)
+            with contextlib.suppress(OSError):  # the supervisor is gone: we stop soon
+                send(b"s\n")
+
+        reloading.report_outcomes_to(
+            lambda record: send(b"o" + json.dumps(record).encode() + b"\n"))
 
         def prepare(server) -> None:
             server.reuse_port = True
@@ -524,6 +683,66 @@ class Supervisor:
             _INHERITED.append(task)
 
         return prepare
+
+
+@dataclass(frozen=True)
+class WorkerAnswer:
+    """What one worker did about a reload the supervisor asked for."""
+
+    index: int
+    # ok / rejected / error (its reload's outcome), silent (no outcome in time), exited
+    # (ended during the reload), absent (not running when it began: being restarted)
+    state: str
+    lines: tuple[str, ...] | list[str] = ()
+
+
+def aggregate_reload(answers: list[WorkerAnswer], wait: float) -> tuple[str, list[str], int]:
+    """(outcome, lines, workers reloaded) of one reload of every worker: ok when no worker
+    that runs failed or stayed silent; rejected when every worker that answered rejected
+    it and none reloaded (the running configuration stays in force everywhere); partial
+    otherwise.  A worker that was restarting, or ended meanwhile, is replaced by one
+    started with the configuration the outcome leaves in force.  Lines name the workers,
+    one line for what several said alike; never more than the workers' own lines hold."""
+    states = [answer.state for answer in answers]
+    reloaded = states.count("ok")
+    running = [state for state in states if state not in ("exited", "absent")]
+    if all(state == "ok" for state in running):
+        outcome = "ok"
+    elif reloaded == 0 and all(state == "rejected" for state in running):
+        outcome = "rejected"
+    else:
+        outcome = "partial"
+    which = "the running" if outcome == "rejected" else "the new"
+    entries: list[tuple[int, str]] = []
+    for answer in answers:
+        label = {"ok": "reloaded: ", "rejected": "rejected: ", "error": "failed: "}.get(
+            answer.state, "") if outcome == "partial" else ""
+        if answer.state in ("ok", "rejected", "error"):
+            lines = list(answer.lines) or [answer.state]
+            entries.extend((answer.index, label + line) for line in lines)
+        elif answer.state == "silent":
+            entries.append((answer.index, f"no outcome within {wait:g}s (still reloading, or "
+                            "stuck); its log lines say more"))
+        elif answer.state == "exited":
+            entries.append((answer.index, f"ended during the reload; its replacement starts "
+                            f"with {which} configuration"))
+        else:
+            entries.append((answer.index, f"was not running (being restarted); it starts "
+                            f"with {which} configuration"))
+    return outcome, _per_worker(entries), reloaded
+
+
+def _per_worker(entries: list[tuple[int, str]]) -> list[str]:
+    """`worker N: line`, one line per distinct text with every worker that said it."""
+    said: dict[str, list[int]] = {}
+    for index, line in entries:
+        said.setdefault(line, []).append(index)
+    out = []
+    for line, indexes in said.items():
+        who = (f"worker {indexes[0]}" if len(indexes) == 1 else
+               "workers " + ", ".join(str(i) for i in indexes))
+        out.append(f"{who}: {line}")
+    return out
 
 
 class _StartupFailure(Exception):
@@ -792,4 +1011,11 @@ class _MergedCollector:
         for slot in slots:
             restarts.add_metric([str(slot.index)], slot.restarts)
         yield restarts
+        reloads = CounterMetricFamily("cachecloak_supervisor_config_reloads", "Reloads of "
+                                      "all workers by outcome (rejected: by the supervisor's "
+                                      "check or by every worker; partial: by some workers)",
+                                      labels=["outcome"])
+        for outcome, count in self.supervisor.reload_counts.items():
+            reloads.add_metric([outcome], count)
+        yield reloads
 
