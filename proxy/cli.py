@@ -143,6 +143,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 prepare(server)  # a --workers process: shared sockets (proxy.server.workers)
             await server.run()
 
+        _tune_gc()
         try:
             asyncio.run(main())
         except StartupError as exc:
@@ -161,6 +162,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         if args.pid_file:
             reloading.remove_pid_file(args.pid_file)
+
+
+def _tune_gc() -> None:
+    """Keep the cyclic garbage collector off the hot path.
+
+    Every command allocates a few short-lived containers (its argument list, its reply
+    slot), which reference counting frees; the collector still scanned the young ones
+    every 700 allocations, and the whole heap (modules, configuration: some 40,000
+    objects) now and then, a few percent of the proxy's CPU under load.  What exists at
+    startup lives as long as the process, so it is frozen out of the scans, and the young
+    generation is scanned after 10,000 net allocations: only garbage in reference cycles
+    waits longer for its collection."""
+    import gc
+
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 def main(argv: list[str] | None = None) -> int:

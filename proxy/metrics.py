@@ -10,10 +10,10 @@ Two kinds:
   names from the command table (or of a refused Redis command) become labels;
   anything else is ``unknown``, so clients cannot grow the label set.
 * Everything the proxy already counts (connections, bytes, upstream connection
-  states, failovers, decrypt failures, encryptions, AUTH failures) is read at scrape
-  time by a custom collector: no extra work per command.  `gather` (and its per-listener
-  and per-cache parts) reads these figures for both /metrics and the `cachecloak`
-  section of INFO, so the two always agree.
+  states, failovers, failed attempts to reach Redis, decrypt failures, encryptions,
+  AUTH failures) is read at scrape time by a custom collector: no extra work per
+  command.  `gather` (and its per-listener and per-cache parts) reads these figures for
+  both /metrics and the `cachecloak` section of INFO, so the two always agree.
 
 Labels hold cache names, listener addresses, command names, decrypt failure reasons and
 key identifiers (HKDF-derived, as INFO shows them): never a key, a value or key material.
@@ -171,6 +171,9 @@ class CacheFigures:
     encryptions: dict[str, int]  # key identifier (hex) -> values encrypted by this process
     # label -> (ok, error, refused); None without an admin: section (nothing recorded).
     commands: dict[str, tuple[int, int, int]] | None
+    # kind (dns, refused, timeout, tls, closed, handshake, other) -> failed attempts to
+    # reach Redis; None for an in-process cache.
+    connect_failures: dict[str, int] | None = None
 
     def command_totals(self) -> tuple[int, int, int] | None:
         """(ok, error, refused) over every command, or None without command metrics."""
@@ -211,11 +214,19 @@ def listener_figures(server, listener) -> ListenerFigures:
 
 def cache_figures(server, name: str, cache) -> CacheFigures:
     """Read what the proxy already counts for `cache`: no work on the hot path."""
-    upstream = None
+    upstream = connect_failures = None
     if not getattr(cache.backend, "local", False):
+        from proxy.backends.redis.connection import (
+            CONNECT_FAILURE_KINDS,
+            CONNECT_FAILURES,
+            cache_label,
+        )
+
         upstream = dict.fromkeys(UPSTREAM_STATES, 0)
         for conn in upstream_connections(cache.backend):
             upstream[conn.state] = upstream.get(conn.state, 0) + 1
+        counted = CONNECT_FAILURES.get(cache_label(name), {})
+        connect_failures = {kind: counted.get(kind, 0) for kind in CONNECT_FAILURE_KINDS}
     sealer = cache.sealer
     encryptions = {sealer.key_id.hex(): sealer.encryptions} if sealer is not None else {}
     stats = server.command_metrics(name)
@@ -224,7 +235,7 @@ def cache_figures(server, name: str, cache) -> CacheFigures:
         commands = {label: (entry.ok, entry.error, entry.refused)
                     for label, entry in sorted(stats.by_label.items())}
     return CacheFigures(name, upstream, upstream_failovers(cache.backend),
-                        dict(cache.decrypt_failures), encryptions, commands)
+                        dict(cache.decrypt_failures), encryptions, commands, connect_failures)
 
 
 def gather(server) -> Figures:
@@ -269,6 +280,10 @@ class _Collector:
                                         "Times the upstream primary moved to another server "
                                         "(standalone failover, Sentinel switch) and cachecloak "
                                         "followed", labels=["cache"])
+        connect_failures = CounterMetricFamily(
+            "cachecloak_upstream_connect_failures", "Failed attempts to reach Redis (connect "
+            "or probe), per cache and kind: dns, refused, timeout, tls (handshake refused or "
+            "cut), closed, handshake (AUTH or SELECT refused), other", labels=["cache", "reason"])
         failures = CounterMetricFamily("cachecloak_decrypt_failures",
                                        "Stored values or members that failed to decrypt",
                                        labels=["cache", "reason"])
@@ -285,6 +300,8 @@ class _Collector:
                 upstream.add_metric([name, state], count)
             if cache.failovers is not None:
                 failovers.add_metric([name], cache.failovers)
+            for kind, count in (cache.connect_failures or {}).items():
+                connect_failures.add_metric([name, kind], count)
             for reason, count in cache.decrypt_failures.items():
                 failures.add_metric([name, reason], count)
             for key_id, count in cache.encryptions.items():
@@ -312,7 +329,8 @@ class _Collector:
                 cumulative += count
                 buckets.append((floatToGoString(bound), cumulative))
             duration.add_metric([name], buckets, stats.durations.sum)
-        yield from (clients, received, sent, tls_failures, upstream, failovers, failures,
+        yield from (clients, received, sent, tls_failures, upstream, failovers,
+                    connect_failures, failures,
                     encryptions, auth, reloads, commands, duration)
 
 

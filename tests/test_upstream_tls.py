@@ -4,18 +4,22 @@ Success (and what Redis holds, read over TLS with redis-py), mutual TLS, and eac
 handshake goes wrong: a CA that did not sign the server certificate, a host-name
 mismatch (fixed with serverName), no common TLS version, no client certificate, and a
 caFile that is not a certificate (refused at startup).  Failures must come back quickly
-as error replies that name the problem and the setting to fix, and be logged.
+as error replies that name the problem and the setting to fix, be counted
+(`upstream_connect_failures:...tls=N` in INFO, the same counter as
+`cachecloak_upstream_connect_failures_total{reason="tls"}`), and be logged once per
+connection and reason, not once per retry.
 """
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
 
 from tests.certs import TestCA
 from tests.servers import RawClient, free_port, start_proxy
-from tests.upstream import cache_yaml, run_cli, start_tls_redis, tls_client
+from tests.upstream import cache_yaml, run_cli, start_tls_redis, tls_client, wait_until
 
 # A failed handshake must be answered well within this (connectTimeout is 1s below).
 FAST = 3.0
@@ -98,7 +102,27 @@ def assert_refused(proxy, *fragments: str) -> str:
     log = proxy.log()
     for fragment in fragments:
         assert fragment in log, (fragment, log)
+    assert_counted_and_logged_once(proxy)
     return text
+
+
+def tls_failures(proxy) -> int:
+    with RawClient(proxy.port, timeout=10) as c:
+        info = c.call("INFO", "cachecloak").decode()
+    match = re.search(r"^upstream_connect_failures:(\S+)\r$", info, re.M)
+    assert match, info
+    return int(dict(p.split("=") for p in match.group(1).split(","))["tls"])
+
+
+def assert_counted_and_logged_once(proxy) -> None:
+    """Each failed handshake is counted; the log says it once per connection (and once
+    for mode auto's probe), however many times the background retries fail."""
+    wait_until(lambda: tls_failures(proxy) >= 6, timeout=15, interval=0.1,
+               what="several counted TLS failures")
+    lines = [line for line in proxy.log().splitlines() if "TLS handshake failed" in line]
+    assert lines and all("WARNING" in line for line in lines), lines
+    # The probe of mode auto, then each of the poolSize (2) connections.
+    assert len(lines) <= 3, lines
 
 
 def test_set_get_over_tls_and_redis_holds_only_hashed_names_and_ciphertext(

@@ -11,6 +11,7 @@ never key material.
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import platform
 import time
@@ -26,6 +27,8 @@ from proxy.commands.table import (
 )
 from proxy.metrics import cache_figures, listener_figures
 from proxy.resp import writer
+
+log = logging.getLogger("cachecloak.auth")
 
 REDIS_COMPAT_VERSION = introspection.redis_version()
 
@@ -116,6 +119,12 @@ def _authenticate(client, username: bytes | None, password: bytes) -> bytes | No
     matches = hmac.compare_digest(password, expected)  # compared even for a wrong user
     if not matches or (username is not None and username != b"default"):
         client.server.auth_failures += 1
+        if not getattr(client, "auth_failure_logged", False):
+            # Once per connection: a client pipelining guesses must not flood the log.
+            client.auth_failure_logged = True
+            log.warning("listener %s: client %s sent a wrong password; refused with "
+                        "WRONGPASS (further failures on this connection are only counted)",
+                        client.listener.address, client.peer)
         return _WRONGPASS
     client.authenticated = True
     return None
@@ -330,6 +339,8 @@ def _figure_fields(client) -> list[tuple[str, object]]:
                    ("commands_error", error), ("commands_refused", refused)]
     if figures.upstream is not None:
         fields.append(("upstream_connections", _pairs(figures.upstream)))
+    if figures.connect_failures is not None:
+        fields.append(("upstream_connect_failures", _pairs(figures.connect_failures)))
     if figures.decrypt_failures:
         fields.append(("decrypt_failures_by_reason", _pairs(figures.decrypt_failures)))
     if figures.encryptions:

@@ -85,19 +85,20 @@ class RequestReader:
                                             and self._idle()):
                 data = self._feed_inline(data, commands)
                 continue
-            chunk_at_boundary = self._idle()
+            reader = self._reader
+            chunk_at_boundary = self._line_ended and not reader.has_data()  # self._idle()
             if chunk_at_boundary and data[0] == _STAR:
-                if (len(data) < _MAX_HEADER_LINE
-                        and data.find(b"\r\n", 0, _MAX_HEADER_LINE) < 0):
+                end = data.find(b"\r\n", 0, _MAX_HEADER_LINE)
+                if end < 0 and len(data) < _MAX_HEADER_LINE:
                     self._held = data  # check the count once the line is complete
                     return
-                self._check_array_header(data)
+                if end != 2 or not 0x31 <= data[1] <= 0x39:  # other than `*1` to `*9`
+                    self._check_array_header(data)
             later = _ARRAY_HEADER_TO_CHECK.search(data, 1)
             if later is not None:  # rare: only with 7-digit counts or a read ending in `*`
                 data, after = data[:later.start()], data[later.start():]
             else:
                 after = b""
-            reader = self._reader
             reader.feed(data)
             self._pending += len(data)
             self._line_ended = data[-1] == 0x0A
@@ -120,7 +121,6 @@ class RequestReader:
                 if command is False:
                     break
                 returned.append(command)
-                self._pending = 0
                 if command is None:  # `*-1\r\n`: Redis ignores a null array
                     continue
                 if type(command) is not list:
@@ -138,10 +138,17 @@ class RequestReader:
                             "Protocol error: expected '$' before each argument")
                 if command:
                     commands.append(command)
+            if returned:
+                self._pending = 0
             # The last bytes fed to hiredis (at least _HISTORY_BYTES, across reads that
-            # small): a command's tail may arrive in several tiny reads.
-            self._previous = (chunk if len(chunk) >= _HISTORY_BYTES
-                              else (self._previous + chunk)[-_HISTORY_BYTES:])
+            # small): a command's tail may arrive in several tiny reads.  Trimmed only
+            # past twice that, which saves a copy per small read.
+            if len(chunk) >= _HISTORY_BYTES:
+                self._previous = chunk
+            else:
+                previous = self._previous + chunk
+                self._previous = (previous if len(previous) <= 2 * _HISTORY_BYTES
+                                  else previous[-_HISTORY_BYTES:])
             if (chunk_at_boundary and self._reader.has_data()
                     and _LONG_BULK_HEADER.search(chunk) is not None):
                 self._check_bulk_lengths(chunk)

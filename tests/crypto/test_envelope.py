@@ -93,3 +93,51 @@ def test_key_ids_are_derived_not_copied_from_the_key():
     key = os.urandom(32)
     assert derive_key_id(key) not in key
     assert len(derive_key_id(key)) == 4
+
+
+@pytest.mark.parametrize("db, context", [(0, None), (15, b"sealed-field"), (255, None),
+                                         (256, None), (1023, b"f")])
+def test_associated_data_is_version_key_id_db_stored_name_and_context(db, context):
+    # The layout the module docstring promises, checked with AES-GCM itself: envelopes
+    # written by earlier versions must keep opening.
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from proxy.crypto.keys import derive_aes_key
+
+    blob = ValueSealer(KEY_A).seal(db, b"stored", b"value", context)
+    aad = blob[:5] + db.to_bytes(2, "big") + b"stored"
+    if context is not None:
+        aad += b"\x00" + context
+    assert AESGCM(derive_aes_key(KEY_A)).decrypt(blob[5:17], blob[17:], aad) == b"value"
+    assert ValueSealer(KEY_A).open(db, b"stored", blob, context) == b"value"
+
+
+def test_nonces_read_in_batches_are_never_repeated():
+    sealer = ValueSealer(KEY_A)
+    nonces = {sealer.seal(0, b"k", b"v")[5:5 + NONCE_BYTES] for _ in range(2000)}
+    assert len(nonces) == 2000
+
+
+def test_a_forked_child_never_uses_the_nonces_its_parent_had_read():
+    sealer = ValueSealer(KEY_A)
+    sealer.seal(0, b"k", b"v")  # the pool now holds nonces read by this process
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report the nonces it would use, then leave at once
+        try:
+            os.close(read_fd)
+            out = b"".join(sealer.seal(0, b"k", b"v")[5:5 + NONCE_BYTES] for _ in range(50))
+            os.write(write_fd, out)
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    child = b""
+    while chunk := os.read(read_fd, 4096):
+        child += chunk
+    os.close(read_fd)
+    os.waitpid(pid, 0)
+    parent = b"".join(sealer.seal(0, b"k", b"v")[5:5 + NONCE_BYTES] for _ in range(50))
+    child_nonces = {child[i:i + NONCE_BYTES] for i in range(0, len(child), NONCE_BYTES)}
+    parent_nonces = {parent[i:i + NONCE_BYTES] for i in range(0, len(parent), NONCE_BYTES)}
+    assert len(child_nonces) == 50
+    assert not child_nonces & parent_nonces

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 import ssl
 import time
 from collections import deque
@@ -41,10 +42,48 @@ DOWN, CONNECTING, HANDSHAKE, READY = "down", "connecting", "handshake", "ready"
 _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 2.0
 
+# Failed attempts to reach Redis, per cache label ('cache "x"') and kind: read at scrape
+# time for cachecloak_upstream_connect_failures_total (proxy.metrics).  Keyed by label,
+# not by backend object, so a reload that builds a new backend keeps counting (a
+# Prometheus counter must not go back).  The kinds are a fixed set: bounded labels.
+CONNECT_FAILURE_KINDS = ("dns", "refused", "timeout", "tls", "closed", "handshake", "other")
+CONNECT_FAILURES: dict[str, dict[str, int]] = {}
+
+
+def cache_label(name: str) -> str:
+    """The label every upstream message and counter of cache `name` carries."""
+    return f'cache "{name}"'
+
+
+def failure_kind(exc: BaseException) -> str:
+    """The CONNECT_FAILURE_KINDS entry of an exception raised while connecting."""
+    if isinstance(exc, socket.gaierror):
+        return "dns"
+    if isinstance(exc, ssl.SSLError):
+        return "tls"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
+        return "closed"
+    return "other"
+
+
+def describe_connect_error(exc: OSError, host: str) -> str:
+    """One line for a connect that failed below TLS: what, and what to check."""
+    if isinstance(exc, socket.gaierror):
+        # The name may start resolving again (DNS back, a record added): the caller keeps
+        # retrying with backoff either way.
+        return (f"the host name {host} does not resolve: {exc.strerror or 'no address'}; "
+                "check the name in redis.addresses and that DNS or /etc/hosts answers for it")
+    return exc.strerror or type(exc).__name__
+
 
 class UpstreamSettings:
     __slots__ = ("host", "port", "username", "password", "db", "connect_timeout",
-                 "command_timeout", "label", "ssl", "tls_profile", "server_name")
+                 "command_timeout", "label", "ssl", "tls_profile", "server_name",
+                 "connect_failures", "redirects_are_errors")
 
     def __init__(self, host: str, port: int, *, username: str | None, password: str | None,
                  db: int, connect_timeout: float, command_timeout: float, label: str,
@@ -58,6 +97,11 @@ class UpstreamSettings:
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
         self.label = label  # e.g. 'cache "my-redis"': for messages only
+        self.connect_failures = CONNECT_FAILURES.setdefault(label, {})
+        # True for a cache that is not in cluster mode: a MOVED or ASK from its server
+        # (a cluster node configured as standalone) becomes an error naming the fix
+        # instead of reaching the client, which must never be sent to Redis directly.
+        self.redirects_are_errors = False
 
 
 class _FutureWaiter:
@@ -127,6 +171,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._flush_scheduled = False
         self.clients = 0  # how many clients use this route (for balancing)
         self.connects = 0
+        self._redirect_warned = False
 
     # -- the Route interface --------------------------------------------------------
 
@@ -227,26 +272,32 @@ class UpstreamConnection(asyncio.Protocol):
                                             server_hostname=server_name),
                 timeout=s.connect_timeout)
         except TimeoutError:
-            self._connect_failed(f"connect timed out after {s.connect_timeout:g}s")
+            self._connect_failed(f"connect timed out after {s.connect_timeout:g}s", "timeout")
         except ssl.SSLError as exc:
-            self._connect_failed(describe_handshake_error(exc, s.tls_profile))
+            self._connect_failed(describe_handshake_error(exc, s.tls_profile), "tls")
         except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as exc:
-            reason = exc.strerror or str(exc) or type(exc).__name__
+            reason, kind = exc.strerror or str(exc) or type(exc).__name__, "closed"
             if s.ssl is not None:  # TCP was up: the TLS handshake was cut off
-                reason = (f"TLS handshake failed: the connection was closed during the "
-                          f"handshake ({reason}); check that addresses point at Redis's "
-                          "tls-port and that nothing between cuts the connection")
-            self._connect_failed(reason)
+                reason, kind = (f"TLS handshake failed: the connection was closed during the "
+                                f"handshake ({reason}); check that addresses point at Redis's "
+                                "tls-port and that nothing between cuts the connection"), "tls"
+            self._connect_failed(reason, kind)
         except OSError as exc:
-            self._connect_failed(exc.strerror or type(exc).__name__)
+            self._connect_failed(describe_connect_error(exc, self.host), failure_kind(exc))
         except UpstreamFailure as exc:  # the topology found no usable server
-            self._connect_failed(str(exc))
+            self._connect_failed(str(exc), None)  # its probes counted their own failures
         except Exception as exc:  # noqa: BLE001 - any failure must reach the waiters
-            self._connect_failed(type(exc).__name__)
+            self._connect_failed(type(exc).__name__, "other")
 
-    def _connect_failed(self, reason: str) -> None:
+    def _count_failure(self, kind: str) -> None:
+        failures = self.settings.connect_failures
+        failures[kind] = failures.get(kind, 0) + 1
+
+    def _connect_failed(self, reason: str, kind: str | None) -> None:
         if self.state is READY or self._closed:
             return
+        if kind is not None:
+            self._count_failure(kind)
         self.state = DOWN
         self._note_failure(reason)
         self._fail_all(self._unavailable_reply())
@@ -265,6 +316,13 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _background_retry(self) -> None:
         if self.state is DOWN and not self._closed:
+            early = self._retry_at - time.monotonic()
+            if early > 0:
+                # The loop's clock (uvloop: cached per iteration, in milliseconds) can fire
+                # the timer before _retry_at; _start_connect would then refuse and, with
+                # no client traffic, nothing would ever retry again.
+                self.loop.call_later(early + 0.001, self._background_retry)
+                return
             self._start_connect()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -308,7 +366,7 @@ class UpstreamConnection(asyncio.Protocol):
                         step, "check the Redis server's configuration")
             if reason == "NOAUTH":
                 hint = "Redis requires a password: set redis.password (and redis.username)"
-            self._broken(f"Redis refused {step} ({reason}); {hint}")
+            self._broken(f"Redis refused {step} ({reason}); {hint}", kind="handshake")
             return
         self._handshake_left -= 1
         if self._handshake_left == 0:
@@ -324,6 +382,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._last_progress = time.monotonic()
         waiters = self._waiters
         reader = self._reader
+        screen = self.settings.redirects_are_errors
         touched = set()
         try:
             while True:
@@ -333,6 +392,8 @@ class UpstreamConnection(asyncio.Protocol):
                 if not waiters:
                     raise hiredis.ProtocolError("reply without a pending command")
                 waiter = waiters.popleft()
+                if screen and type(reply) is hiredis.ReplyError:
+                    reply = self._screen_redirect(reply)
                 waiter.complete(reply)
                 if waiter.client is not None:
                     touched.add(waiter.client)
@@ -348,27 +409,48 @@ class UpstreamConnection(asyncio.Protocol):
         for client in touched:
             client.flush()
 
+    def _screen_redirect(self, reply: hiredis.ReplyError) -> hiredis.ReplyError:
+        """A MOVED or ASK outside cluster mode becomes an error naming the fix.
+
+        The client talks to cachecloak as to a standalone Redis: it cannot act on a slot
+        of a hashed key, and following the redirect would send its plaintext straight
+        to Redis.  Any other error reaches the client unchanged, with Redis's prefix."""
+        text = str(reply)
+        if not text.startswith(("MOVED ", "ASK ")):
+            return reply
+        word = text.split(" ", 1)[0]
+        problem = (f"answered {word}: it is a Redis Cluster node, but the cache is not in "
+                   "cluster mode; set redis.mode: cluster (with a single address, mode auto "
+                   "finds out by itself)")
+        if not self._redirect_warned:  # once per connection: a log line per reply would flood
+            self._redirect_warned = True
+            log.warning("upstream %s %s", self.label, problem)
+        return hiredis.ReplyError(f"ERR cachecloak: Redis for {self.label} {problem}")
+
     def connection_lost(self, exc: Exception | None) -> None:
         # transport is None: this is the loss of a transport already abandoned by
         # _broken(), arriving after a new connect began (this object is the protocol of
         # every transport it ever had); it must not knock down the new attempt.
         if self.state is not DOWN and self.transport is not None:
             reason = "connection lost" if exc is None else f"connection lost: {exc}"
+            kind = "closed"
             if (self.state is HANDSHAKE and isinstance(exc, ssl.SSLError)
                     and self.settings.tls_profile is not None):
                 # TLS 1.3: the server checks the client certificate after the client
                 # finished its side of the handshake, so its alert arrives here.
-                reason = describe_handshake_error(exc, self.settings.tls_profile)
-            self._to_down(reason)
+                reason, kind = describe_handshake_error(exc, self.settings.tls_profile), "tls"
+            self._to_down(reason, kind=kind)
 
-    def _broken(self, reason: str, hint: str = "") -> None:
+    def _broken(self, reason: str, hint: str = "", kind: str = "closed") -> None:
         """Abandon this connection: every in-flight command gets an error reply."""
         transport = self.transport
-        self._to_down(reason, hint)
+        self._to_down(reason, hint, kind)
         if transport is not None:
             transport.abort()
 
-    def _to_down(self, reason: str, hint: str = "") -> None:
+    def _to_down(self, reason: str, hint: str = "", kind: str = "closed") -> None:
+        if self.state is HANDSHAKE:  # never became usable: a failed attempt to reach Redis
+            self._count_failure(kind)
         sent = self.state is READY  # before READY, clients' commands wait unsent in _wbuf
         self.state = DOWN
         self.transport = None
@@ -415,7 +497,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self._waiters and time.monotonic() - self._last_progress > self.settings.command_timeout:
             self._broken(f"no reply within commandTimeout {self.settings.command_timeout:g}s",
                          "; Redis is stalled or unreachable (if its commands are just slow, "
-                         "raise redis.commandTimeout)")
+                         "raise redis.commandTimeout)", kind="timeout")
             return
         self._arm_watchdog()
 

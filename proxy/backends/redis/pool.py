@@ -44,6 +44,7 @@ class RedisBackend:
             host, port, username=redis.username, password=redis.password, db=redis.db,
             connect_timeout=redis.connect_timeout, command_timeout=redis.command_timeout,
             label=f'cache "{cfg.name}"', ssl=context, tls_profile=redis.tls)
+        self._settings.redirects_are_errors = True  # not cluster mode: never pass MOVED on
         self._size = redis.pool_size
         self.connections: list[UpstreamConnection] = []
         self.locator = locator(cfg, self._settings) if locator is not None else None

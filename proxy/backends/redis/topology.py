@@ -38,7 +38,12 @@ import ssl
 import hiredis
 
 from proxy.backends import Reply, Waiter
-from proxy.backends.redis.connection import UpstreamFailure, _hostport
+from proxy.backends.redis.connection import (
+    UpstreamFailure,
+    _hostport,
+    describe_connect_error,
+    failure_kind,
+)
 from proxy.backends.redis.pool import RedisBackend
 from proxy.backends.redis.tls import describe_handshake_error
 from proxy.resp import writer
@@ -104,6 +109,7 @@ class _Target:
         self.tls_profile = settings.tls_profile
         self.timeout = settings.connect_timeout
         self.label = settings.label
+        self.failures = settings.connect_failures  # shared with the cache's connections
 
     async def open(self, host: str, port: int, auth: _Auth) -> _Wire:
         server_name = None
@@ -140,19 +146,26 @@ class _Target:
                 await self.authenticate(wire, auth)
             return await exchange(wire)
 
+        kind = "other"
         try:
             try:
                 return await asyncio.wait_for(run(), self.timeout)
             except TimeoutError:
+                kind = "timeout"
                 raise ProbeError(f"no answer within connectTimeout {self.timeout:g}s") from None
             except ssl.SSLError as exc:
+                kind = "tls"
                 raise ProbeError(describe_handshake_error(exc, self.tls_profile)) from None
             except OSError as exc:
-                raise ProbeError(exc.strerror or type(exc).__name__) from None
+                kind = failure_kind(exc)
+                raise ProbeError(describe_connect_error(exc, host)) from None
             except hiredis.ProtocolError:
                 raise ProbeError("invalid reply (is it a Redis server?)") from None
         except ProbeError as exc:
             exc.reached = wire is not None
+            if kind == "other" and exc.reached:
+                kind = "handshake"  # AUTH refused, or the connection closed on the probe
+            self.failures[kind] = self.failures.get(kind, 0) + 1
             raise
         finally:
             if wire is not None:
