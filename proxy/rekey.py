@@ -59,6 +59,7 @@ from typing import TextIO
 from hiredis import ReplyError
 
 from proxy.backends.redis.connection import (
+    IGNORE_REPLY,
     UpstreamConnection,
     UpstreamFailure,
     _FutureWaiter,
@@ -281,19 +282,6 @@ class Progress:
 
 
 # -- Redis I/O ---------------------------------------------------------------------------
-
-class _Discard:
-    """The waiter of a command whose reply nobody needs (UNWATCH)."""
-
-    __slots__ = ()
-    client = None
-
-    def complete(self, reply) -> None:
-        return None
-
-    def fail(self, error_reply: bytes) -> None:
-        return None
-
 
 async def _pipeline(conn: UpstreamConnection, commands: list[list[bytes]]) -> list:
     """Send `commands` in one write; their replies in order (Redis errors as ReplyError).
@@ -717,7 +705,7 @@ class Rekey:
 
     def _unwatch(self, conn: UpstreamConnection) -> None:
         # In order on the connection before the next key's WATCH; no need to wait.
-        conn.submit([b"UNWATCH"], _Discard())
+        conn.submit([b"UNWATCH"], IGNORE_REPLY)
         conn.flush()
 
     async def _after_failure(self, failures: int, exc: UpstreamFailure) -> int:

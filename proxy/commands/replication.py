@@ -32,6 +32,7 @@ import os
 
 from hiredis import ReplyError
 
+from proxy.commands.connection import _parse_ll
 from proxy.commands.table import Command, register
 from proxy.resp import writer
 
@@ -43,18 +44,6 @@ _CLUSTER = writer.error(
     "several primaries, and one node's count would overstate; use a standalone or "
     "Sentinel cache")
 ZERO = writer.integer(0)
-
-
-def _parse_ll(arg: bytes) -> int | None:
-    """Redis's string2ll: a canonical signed 64-bit decimal, else None."""
-    if not arg or len(arg) >= 21:
-        return None
-    digits = arg[1:] if arg[0] == 0x2D else arg
-    if arg == b"0" or (digits.isdigit() and digits.isascii() and digits[0] != 0x30):
-        value = int(arg)
-        if -(2**63) <= value < 2**63:
-            return value
-    return None
 
 
 def _pool(backend):

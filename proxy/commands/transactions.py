@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from hiredis import ReplyError
 
 from proxy.backends.local import LocalStore, ZSet
+from proxy.backends.redis.connection import IGNORE_REPLY
 from proxy.cache import DecryptRefused
 from proxy.commands import replies
 from proxy.commands.table import TABLE, Command, arity_error, arity_ok, register
@@ -86,20 +87,9 @@ class WatchState:
         self.tokens = {}
         if route is not None:
             # UNWATCH goes first, so a reused connection carries no stale WATCH.
-            route.submit([b"UNWATCH"], _Ignore())
+            route.submit([b"UNWATCH"], IGNORE_REPLY)
             route.flush()
             self.backend.release_dedicated(route)
-
-
-class _Ignore:
-    __slots__ = ()
-    client = None
-
-    def complete(self, reply) -> None:
-        return None
-
-    def fail(self, error_reply: bytes) -> None:
-        return None
 
 
 def _token(backend, key: bytes) -> object:

@@ -52,6 +52,17 @@ def listen_error(listener, exc: OSError) -> StartupError:
     return StartupError(f"cannot listen on {listener.address}: {reason}")
 
 
+def admin_listen_error(address: str, exc: OSError) -> StartupError:
+    """The one-line StartupError for an admin endpoint whose socket cannot be bound."""
+    reason = {errno.EADDRINUSE: "the address is already in use; stop the other "
+              "process or choose another admin.address",
+              errno.EADDRNOTAVAIL: "no local interface has that address; use a "
+              "local address such as 127.0.0.1",
+              errno.EACCES: "permission denied; ports below 1024 need privileges",
+              }.get(exc.errno, exc.strerror or str(exc))
+    return StartupError(f"admin: cannot listen on {address}: {reason}")
+
+
 def build_backend(cfg):
     if cfg.type == "local":
         max_entries = cfg.local.max_entries if cfg.local is not None else None
@@ -167,14 +178,7 @@ class Server:
             try:
                 await self.admin.start()
             except OSError as exc:
-                reason = {errno.EADDRINUSE: "the address is already in use; stop the other "
-                          "process or choose another admin.address",
-                          errno.EADDRNOTAVAIL: "no local interface has that address; use a "
-                          "local address such as 127.0.0.1",
-                          errno.EACCES: "permission denied; ports below 1024 need privileges",
-                          }.get(exc.errno, exc.strerror or str(exc))
-                raise StartupError(f"admin: cannot listen on {self.admin.address}: "
-                                   f"{reason}") from None
+                raise admin_listen_error(self.admin.address, exc) from None
             log.info("admin endpoint (/metrics, /healthz, /readyz) on %s", self.admin.address)
         self._nonce_watch = loop.create_task(self._watch_nonce_limits())
 

@@ -54,7 +54,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import errno
 import json
 import logging
 import os
@@ -209,7 +208,12 @@ class Supervisor:
                 self._cleanup()
 
     def _prepare(self) -> None:
-        from proxy.server.app import Server, StartupError, listen_error
+        from proxy.server.app import (
+            Server,
+            StartupError,
+            admin_listen_error,
+            listen_error,
+        )
 
         for i, listener in enumerate(self.config.listeners):
             if listener.unix_path is None and listener.port == 0:
@@ -245,14 +249,7 @@ class Supervisor:
             try:
                 self._admin_sockets = _bind_tcp(admin_cfg.host, admin_cfg.port)
             except OSError as exc:
-                reason = {errno.EADDRINUSE: "the address is already in use; stop the other "
-                          "process or choose another admin.address",
-                          errno.EADDRNOTAVAIL: "no local interface has that address; use a "
-                          "local address such as 127.0.0.1",
-                          errno.EACCES: "permission denied; ports below 1024 need privileges",
-                          }.get(exc.errno, exc.strerror or str(exc))
-                raise _StartupFailure(f"admin: cannot listen on {admin_cfg.address}: "
-                                      f"{reason}") from None
+                raise _StartupFailure(str(admin_listen_error(admin_cfg.address, exc))) from None
             try:
                 self.tmpdir = tempfile.mkdtemp(prefix="cachecloak-workers-")
             except OSError as exc:

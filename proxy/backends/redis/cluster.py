@@ -47,6 +47,7 @@ from binascii import crc_hqx
 from hiredis import ReplyError
 
 from proxy.backends.redis.connection import (
+    IGNORE_REPLY,
     UpstreamConnection,
     UpstreamFailure,
     UpstreamSettings,
@@ -102,22 +103,6 @@ class _Node:
         for conn in self.conns:
             if conn is not None:
                 conn.close()
-
-
-class _Ignore:
-    """The waiter of ASKING: its +OK (or error) is not anyone's reply."""
-
-    __slots__ = ()
-    client = None
-
-    def complete(self, reply) -> None:
-        return None
-
-    def fail(self, error_reply: bytes) -> None:
-        return None
-
-
-_IGNORE = _Ignore()
 
 
 class _Redirectable:
@@ -383,7 +368,7 @@ class ClusterRoute:
             backend.schedule_refresh()
         else:
             backend.ask_redirects += 1
-            conn.submit(_ASKING, _IGNORE)
+            conn.submit(_ASKING, IGNORE_REPLY)
         conn.submit(w.args, w)
         conn.flush()
         return True
