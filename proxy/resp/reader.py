@@ -28,6 +28,11 @@ _LONG_BULK_HEADER = re.compile(rb"\$\d{9,}\r\n")
 _ARRAY_HEADER_TO_CHECK = re.compile(rb"\*\d{7,}|\*\d*\Z")
 _MAX_HEADER_LINE = 24
 _HISTORY_BYTES = 512
+# hiredis is fed at most this much at a time, and drained in between.  Once it has read
+# 1 KiB of its buffer it moves the unread rest to the front, at every reply it returns:
+# fed a whole 256 KiB read of 4 KiB values, it spent 30 us per value moving bytes, and
+# about 0.6 us fed 16 KiB at a time (about half the cost per value at 100 bytes, too).
+FEED_BYTES = 16 * 1024
 
 
 class RequestReader:
@@ -99,7 +104,8 @@ class RequestReader:
                 data, after = data[:later.start()], data[later.start():]
             else:
                 after = b""
-            reader.feed(data)
+            fed = min(len(data), FEED_BYTES)
+            reader.feed(data, 0, fed)
             self._pending += len(data)
             self._line_ended = data[-1] == 0x0A
             chunk, data = data, b""
@@ -119,6 +125,11 @@ class RequestReader:
                     raise ClientProtocolError(
                         "Protocol error: expected '$' before each argument") from None
                 if command is False:
+                    if fed < len(chunk):  # the next slice (see FEED_BYTES)
+                        step = min(len(chunk) - fed, FEED_BYTES)
+                        reader.feed(chunk, fed, step)
+                        fed += step
+                        continue
                     break
                 returned.append(command)
                 if command is None:  # `*-1\r\n`: Redis ignores a null array

@@ -215,8 +215,15 @@ class ClientConnection(asyncio.Protocol):
             else:
                 self._protocol_error()
         self.route.flush()
-        self.flush()
-        self._update_reading()
+        # Usually every command went upstream and nothing can be written or paused yet:
+        # skip the two calls (flush() pops only filled slots at the head, so a multi-step
+        # operation's turn cannot have come without it).
+        slots = self._slots
+        if self._out or self._closing or (slots and slots[0].data is not None):
+            self.flush()
+        if (self._paused or self._write_paused or len(slots) > MAX_INFLIGHT
+                or len(self._backlog) > MAX_INFLIGHT):
+            self._update_reading()
 
     # -- used by command handlers ---------------------------------------------------
 

@@ -102,3 +102,21 @@ def test_too_big_inline_request():
 def test_null_and_empty_arrays_are_ignored():
     reader = RequestReader()
     assert reader.feed(b"*-1\r\n*0\r\n*1\r\n$4\r\nPING\r\n") == [[b"PING"]]
+
+
+@pytest.mark.parametrize("value_size", [10, 4096, 20_000, 70_000])
+def test_a_read_larger_than_a_feed_slice_gives_every_command(value_size):
+    # hiredis is fed FEED_BYTES at a time: commands cut by a slice boundary, values
+    # longer than a slice, then an inline command and malformed bytes after them.
+    from proxy.resp.reader import FEED_BYTES
+
+    count = max(40, 3 * FEED_BYTES // value_size)
+    cmds = [[b"SET", b"key:%d" % i, bytes([65 + i % 26]) * value_size] for i in range(count)]
+    stream = pack(cmds)
+    assert len(stream) > 2 * FEED_BYTES
+    reader = RequestReader()
+    assert reader.feed(stream + b"PING\r\n") == [*cmds, [b"PING"]]
+    assert reader.error is None
+    reader = RequestReader()
+    assert reader.feed(stream + b"*1\r\n:1\r\n") == cmds
+    assert "expected '$'" in str(reader.error)

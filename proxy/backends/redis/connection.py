@@ -31,6 +31,7 @@ from proxy.backends import Reply, Waiter
 from proxy.backends.redis.tls import describe_handshake_error
 from proxy.errors import UpstreamError
 from proxy.resp import writer
+from proxy.resp.reader import FEED_BYTES
 from proxy.resp.writer import command as pack_request
 
 log = logging.getLogger("cachecloak.upstream")
@@ -378,7 +379,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.flush()
 
     def data_received(self, data: bytes) -> None:
-        self._reader.feed(data)
+        fed = min(len(data), FEED_BYTES)  # a slice at a time: see FEED_BYTES
+        self._reader.feed(data, 0, fed)
         self._last_progress = time.monotonic()
         waiters = self._waiters
         reader = self._reader
@@ -388,6 +390,11 @@ class UpstreamConnection(asyncio.Protocol):
             while True:
                 reply = reader.gets()
                 if reply is False:
+                    if fed < len(data):
+                        step = min(len(data) - fed, FEED_BYTES)
+                        reader.feed(data, fed, step)
+                        fed += step
+                        continue
                     break
                 if not waiters:
                     raise hiredis.ProtocolError("reply without a pending command")
@@ -532,3 +539,19 @@ def glob_escape(prefix: bytes) -> bytes:
             out.append(0x5C)
         out.append(b)
     return bytes(out)
+
+
+class _IgnoreReply:
+    """The waiter of a command whose reply is nobody's (ASKING, a clean-up UNWATCH)."""
+
+    __slots__ = ()
+    client = None
+
+    def complete(self, reply) -> None:
+        return None
+
+    def fail(self, error_reply: bytes) -> None:
+        return None
+
+
+IGNORE_REPLY = _IgnoreReply()
