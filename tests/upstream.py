@@ -12,18 +12,15 @@ Nothing here mocks anything: these are real redis-server and cachecloak processe
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from tests.certs import CertPair, TestCA
-from tests.secrets_registry import register_cli_run, register_secret
-from tests.servers import REPO_ROOT, RedisServer, free_port, wait_for_port
+from tests.proxyproc import proxy_env, run_cli, wait_until  # noqa: F401 - re-exported
+from tests.secrets_registry import register_secret
+from tests.servers import RedisServer, free_port, wait_for_port
 
 ENC = "5e" * 32
 HASH = "6f" * 32
@@ -112,40 +109,3 @@ def cache_yaml(addresses: list[str] | str, *, name: str = "app", tls: str | None
 {extra_caches}"""
 
 
-def proxy_env(env: dict | None = None) -> dict:
-    full_env = dict(os.environ)
-    full_env.pop("CACHECLOAK_CONFIG", None)
-    full_env.pop("CACHECLOAK_SECRET_PROVIDER", None)
-    full_env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
-    if env:
-        full_env.update(env)
-    return full_env
-
-
-def run_cli(*args: str, env: dict | None = None, timeout: float = 30.0
-            ) -> subprocess.CompletedProcess:
-    """`python -m proxy ARGS` to completion (bounded by `timeout`); text output."""
-    result = subprocess.run([sys.executable, "-m", "proxy", *args], capture_output=True,
-                            text=True, env=proxy_env(env), timeout=timeout,
-                            cwd=tempfile.gettempdir())
-    register_cli_run(args, result)
-    return result
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0,
-               interval: float = 0.05, what: str = "condition") -> object:
-    """Poll `predicate` until it returns something truthy; bounded in time and count."""
-    deadline = time.monotonic() + timeout
-    last_exc: Exception | None = None
-    for _ in range(int(timeout / interval) + 2):
-        try:
-            value = predicate()
-        except Exception as exc:  # noqa: BLE001 - keep polling; reported on timeout
-            last_exc, value = exc, None
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}"
-                         + (f" (last error: {last_exc!r})" if last_exc else ""))
