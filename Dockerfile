@@ -20,14 +20,21 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# The proxy's own C part (proxy/_native.c) is compiled here against OpenSSL's headers;
+# the final stage needs only libssl3, which the Python image already has.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev libssl-dev \
+ && rm -rf /var/lib/apt/lists/*
+COPY pyproject.toml setup.py README.md ./
 COPY proxy ./proxy
 # Every dependency (hiredis, uvloop, cryptography, pydantic-core) has binary wheels for
-# linux/amd64 and linux/arm64: --only-binary fails the build rather than compiling, so no
-# compiler is ever needed.  The virtual environment is what the final stage copies; pip
-# and setuptools are not needed at run time.
+# linux/amd64 and linux/arm64: --only-binary fails the build rather than compiling them.
+# The import check fails the build if the C part did not compile (it is optional for
+# pip).  The virtual environment is what the final stage copies; pip and setuptools are
+# not needed at run time.
 RUN python -m venv /opt/cachecloak \
  && /opt/cachecloak/bin/pip install --only-binary=:all: . \
+ && /opt/cachecloak/bin/python -c "import proxy._native" \
  && /opt/cachecloak/bin/pip uninstall --yes pip setuptools \
  && /opt/cachecloak/bin/cachecloak --version
 

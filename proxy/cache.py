@@ -54,8 +54,11 @@ class Cache:
         self.nonce_warning_share = nonce_warning_share
         self._nonce_thresholds = sorted({nonce_warning_share * NONCE_LIMIT, NONCE_LIMIT})
         self._nonce_warned: dict[bytes, int] = {}
-        # Hot-path aliases: one attribute lookup instead of two per command.
+        # Hot-path aliases: one attribute lookup instead of two per command, and no
+        # Python frame of ours around the C calls (proxy/speedups.py).
         self.stored_key = hasher.stored_key
+        if sealer is not None:
+            self.seal = sealer.seal
 
     @classmethod
     def from_config(cls, cfg, backend: Backend) -> Cache:

@@ -33,6 +33,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from proxy.crypto.keys import derive_aes_key, derive_key_id
+from proxy.speedups import native
 
 VERSION = 1
 _VERSION_BYTE = bytes([VERSION])
@@ -70,26 +71,20 @@ class DecryptError(Exception):
         self.reason = reason
 
 
-class ValueSealer:
-    """Encrypts under the current key; decrypts under the current or any old key."""
+class PythonGcm:
+    """One AES-256-GCM key writing and opening envelopes under its header.
 
-    __slots__ = ("_header", "_current", "_by_id", "encryptions", "key_id")
+    The reference for proxy._native.Gcm, which takes its place when built: same
+    arguments, same bytes (tests/test_native.py).  `open` returns None, never raises, for
+    an envelope that is not this key's or does not authenticate; ValueSealer tells which.
+    """
 
-    def __init__(self, current: bytes, old: list[bytes] | tuple[bytes, ...] = ()):
-        self.key_id = derive_key_id(current)
-        self._header = _VERSION_BYTE + self.key_id
-        self._current = AESGCM(derive_aes_key(current))
-        self._by_id: dict[bytes, AESGCM] = {self.key_id: self._current}
-        for key in old:
-            key_id = derive_key_id(key)
-            if key_id in self._by_id:
-                raise ValueError("two configured encryption keys share a key identifier")
-            self._by_id[key_id] = AESGCM(derive_aes_key(key))
+    __slots__ = ("_aead", "_header", "encryptions")
+
+    def __init__(self, aes_key: bytes, header: bytes):
+        self._aead = AESGCM(aes_key)
+        self._header = header
         self.encryptions = 0
-
-    @property
-    def key_ids(self) -> list[bytes]:
-        return list(self._by_id)
 
     def seal(self, db: int, stored_key: bytes, value: bytes, context: bytes | None = None) -> bytes:
         try:
@@ -101,28 +96,75 @@ class ValueSealer:
             aad += b"\x00" + context
         self.encryptions += 1
         header = self._header
-        return header + nonce + self._current.encrypt(nonce, value, header + aad)
+        return header + nonce + self._aead.encrypt(nonce, value, header + aad)
 
-    def open(self, db: int, stored_key: bytes, blob: bytes, context: bytes | None = None) -> bytes:
-        if len(blob) < OVERHEAD:
-            raise DecryptError("not-an-envelope")
+    def open(self, db: int, stored_key: bytes, blob: bytes,
+             context: bytes | None = None) -> bytes | None:
         header = self._header
-        if blob.startswith(header):  # the current key: most values, and no slice to hash
-            aead = self._current
-        else:
-            if blob[0] != VERSION:
-                raise DecryptError("not-an-envelope")
-            header = blob[:HEADER_BYTES]
-            aead = self._by_id.get(header[1:])
-            if aead is None:
-                raise DecryptError("unknown-key-id")
+        if len(blob) < OVERHEAD or not blob.startswith(header):
+            return None
         aad = header + (_DB_BYTES[db] if db < _DB_TABLE else db.to_bytes(2, "big")) + stored_key
         if context is not None:
             aad += b"\x00" + context
         try:
-            return aead.decrypt(blob[HEADER_BYTES:_CIPHERTEXT_AT], blob[_CIPHERTEXT_AT:], aad)
+            return self._aead.decrypt(blob[HEADER_BYTES:_CIPHERTEXT_AT], blob[_CIPHERTEXT_AT:],
+                                      aad)
         except InvalidTag:
-            raise DecryptError("authentication-failed") from None
+            return None
+
+
+# C when built (proxy/speedups.py), else the Python twin above.
+Gcm = native.Gcm if native is not None else PythonGcm
+
+
+class ValueSealer:
+    """Encrypts under the current key; decrypts under the current or any old key.
+
+    `seal(db, stored_key, value, context=None)` is the current key's own method (one C
+    call when proxy._native is built); the key object counts its encryptions.
+    """
+
+    __slots__ = ("_header", "_current", "_by_id", "key_id", "seal")
+
+    def __init__(self, current: bytes, old: list[bytes] | tuple[bytes, ...] = ()):
+        self.key_id = derive_key_id(current)
+        self._header = _VERSION_BYTE + self.key_id
+        self._current = Gcm(derive_aes_key(current), self._header)
+        self.seal = self._current.seal
+        self._by_id: dict[bytes, Gcm] = {self.key_id: self._current}
+        for key in old:
+            key_id = derive_key_id(key)
+            if key_id in self._by_id:
+                raise ValueError("two configured encryption keys share a key identifier")
+            self._by_id[key_id] = Gcm(derive_aes_key(key), _VERSION_BYTE + key_id)
+
+    @property
+    def key_ids(self) -> list[bytes]:
+        return list(self._by_id)
+
+    @property
+    def encryptions(self) -> int:
+        """Values sealed under the current key by this process (the nonce-limit count)."""
+        return self._current.encryptions
+
+    @encryptions.setter
+    def encryptions(self, count: int) -> None:
+        self._current.encryptions = count
+
+    def open(self, db: int, stored_key: bytes, blob: bytes, context: bytes | None = None) -> bytes:
+        plaintext = self._current.open(db, stored_key, blob, context)
+        if plaintext is not None:  # the current key: most values
+            return plaintext
+        if len(blob) < OVERHEAD or blob[0] != VERSION:
+            raise DecryptError("not-an-envelope")
+        aead = self._by_id.get(blob[1:HEADER_BYTES])
+        if aead is None:
+            raise DecryptError("unknown-key-id")
+        if aead is not self._current:
+            plaintext = aead.open(db, stored_key, blob, context)
+            if plaintext is not None:
+                return plaintext
+        raise DecryptError("authentication-failed")
 
     def also_opening(self, other: ValueSealer) -> ValueSealer:
         """A sealer that encrypts exactly like this one and also opens whatever `other`
@@ -132,8 +174,8 @@ class ValueSealer:
         merged.key_id = self.key_id
         merged._header = self._header
         merged._current = self._current
+        merged.seal = self.seal
         merged._by_id = {**other._by_id, **self._by_id}
-        merged.encryptions = self.encryptions
         return merged
 
     @staticmethod

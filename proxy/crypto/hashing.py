@@ -27,6 +27,7 @@ import binascii
 import hashlib
 
 from proxy.crypto.keys import derive_hmac_key
+from proxy.speedups import native
 
 try:  # CPython's own SHA-256 (the module is _sha2 from 3.12, _sha256 before)
     from _sha2 import sha256 as _sha256
@@ -100,10 +101,18 @@ class KeyHasher:
         if hashing_key is not None:
             hmac_key = derive_hmac_key(hashing_key)
             name = cache_name.encode()
+            key_domains, tag_domains = [], []
             for db in range(databases):
                 tail = b"\x00" + name + b"\x00" + str(db).encode() + b"\x00"
-                self._key_macs.append(_Hmac(hmac_key, _FORMAT + b"\x00key" + tail))
-                self._tag_macs.append(_Hmac(hmac_key, _FORMAT + b"\x00tag" + tail))
+                key_domains.append(_FORMAT + b"\x00key" + tail)
+                tag_domains.append(_FORMAT + b"\x00tag" + tail)
+            self._key_macs = [_Hmac(hmac_key, domain) for domain in key_domains]
+            self._tag_macs = [_Hmac(hmac_key, domain) for domain in tag_domains]
+            if native is not None:
+                # The same computation in one C call (proxy/_native.c); the method below
+                # stays the reference that tests/test_native.py compares it with.
+                self.stored_key = native.Hasher(hmac_key, key_domains, tag_domains,
+                                                self._namespaces).stored_key
 
     @property
     def enabled(self) -> bool:

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 
 from hiredis import ReplyError, pack_command
 
+from proxy.speedups import native
+
 OK = b"+OK\r\n"
 PONG = b"+PONG\r\n"
 QUEUED = b"+QUEUED\r\n"
@@ -88,8 +90,10 @@ _COMMAND_2 = b"*2\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
 _COMMAND_3 = b"*3\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
 
 
-def command(args: list[bytes]) -> bytes:
-    """`args` as a RESP array of bulk strings: a request as Redis reads it."""
+def python_command(args: list[bytes]) -> bytes:
+    """`args` as a RESP array of bulk strings: a request as Redis reads it.
+
+    The reference for proxy._native.pack_command, which `command` is when built."""
     n = len(args)
     try:
         if n == 2:
@@ -101,3 +105,7 @@ def command(args: list[bytes]) -> bytes:
     except TypeError:  # not bytes (str or int from internal callers): hiredis converts
         pass
     return pack_command(tuple(args))
+
+
+# The same bytes from one C call when proxy._native is built (see proxy/speedups.py).
+command = native.pack_command if native is not None else python_command

@@ -17,6 +17,7 @@ import stat
 import time
 from collections.abc import Callable
 
+from proxy import speedups
 from proxy.backends.inprocess import LocalBackend
 from proxy.backends.redis import make_redis_backend
 from proxy.backends.redis.tls import TLSSetupError
@@ -180,6 +181,10 @@ class Server:
             except OSError as exc:
                 raise admin_listen_error(self.admin.address, exc) from None
             log.info("admin endpoint (/metrics, /healthz, /readyz) on %s", self.admin.address)
+        if speedups.native is not None:
+            log.info(speedups.summary())
+        else:
+            log.warning(speedups.summary())
         self._nonce_watch = loop.create_task(self._watch_nonce_limits())
 
     def check_nonce_limits(self) -> None:

@@ -1,0 +1,318 @@
+"""proxy._native (C) against its pure-Python twins: the same bytes for the same inputs.
+
+The C module replaces three per-command computations when it is built (see
+proxy/speedups.py): the stored name's HMAC, the AES-GCM envelope and the upstream
+request's RESP array.  The Python versions stay the reference; a stored name or an
+envelope written by one must be exactly what the other writes or opens, or a proxy
+rebuilt without the C part (or an older one, or `cachecloak rekey`) would lose the data.
+
+`./scripts/test` sets CACHECLOAK_REQUIRE_NATIVE=1, so a CI machine where the module
+failed to build fails here instead of quietly testing only the Python path.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import subprocess
+import sys
+from hashlib import sha256
+
+import hiredis
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy import speedups
+from proxy.crypto import DecryptError, ValueSealer
+from proxy.crypto.envelope import OVERHEAD, PythonGcm
+from proxy.crypto.hashing import _FORMAT, KeyHasher
+from proxy.crypto.keys import derive_aes_key, derive_hmac_key, derive_key_id
+from proxy.resp import writer
+from tests.servers import REPO_ROOT
+
+try:
+    from proxy import _native
+except ImportError:  # not built: only the requirement test below applies
+    _native = None
+
+needs_native = pytest.mark.skipif(_native is None, reason="proxy._native is not built")
+
+HASHING_KEY = bytes(range(100, 132))
+ENCRYPTION_KEY = bytes(range(32))
+DATABASES = 16
+
+keys = st.one_of(
+    st.binary(max_size=80),
+    # hash tags in every position, empty ones and unbalanced braces
+    st.lists(st.sampled_from([b"{", b"}", b"a", b"{}", b"user", b"\x00", b"\xff"]),
+             max_size=8).map(b"".join),
+)
+
+
+def test_native_module_is_built_where_required():
+    if os.environ.get("CACHECLOAK_REQUIRE_NATIVE") != "1":
+        pytest.skip("CACHECLOAK_REQUIRE_NATIVE is not set (./scripts/test sets it)")
+    assert _native is not None, speedups.description
+    assert speedups.native is _native, speedups.description
+
+
+def test_native_can_be_turned_off_by_environment():
+    code = "from proxy import speedups; print(speedups.native is None, speedups.summary())"
+    env = {**os.environ, "CACHECLOAK_NATIVE": "0", "PYTHONPATH": str(REPO_ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, check=True, timeout=60).stdout
+    assert out.startswith("True per-command crypto and packing: pure Python")
+    assert "CACHECLOAK_NATIVE=0" in out
+
+
+def _python_hasher() -> KeyHasher:
+    hasher = KeyHasher("orders", HASHING_KEY, b"cc:", True, DATABASES)
+    # The reference method, whatever the instance attribute was set to.
+    hasher.python_stored_key = KeyHasher.stored_key.__get__(hasher)
+    return hasher
+
+
+@needs_native
+@settings(max_examples=300, deadline=None)
+@given(keys, st.integers(0, DATABASES - 1))
+def test_stored_names_are_the_same_in_c_and_python(key, db):
+    hasher = _python_hasher()
+    assert hasher.stored_key(db, key) == hasher.python_stored_key(db, key)
+
+
+@needs_native
+def test_stored_name_is_the_documented_hmac():
+    """Independent of both implementations: HMAC-SHA256 over domain || key, as the
+    module docstring of proxy.crypto.hashing describes it."""
+    hasher = _python_hasher()
+    domain = _FORMAT + b"\x00key\x00orders\x003\x00"
+    mac = hmac.new(derive_hmac_key(HASHING_KEY), domain + b"k1", sha256).digest()[:24]
+    import base64
+
+    expected = b"cc:3:" + base64.urlsafe_b64encode(mac)
+    assert hasher.stored_key(3, b"k1") == expected
+
+
+@needs_native
+def test_native_hasher_refuses_bad_arguments_without_crashing():
+    hasher = _python_hasher()
+    with pytest.raises(IndexError):
+        hasher.stored_key(DATABASES, b"k")
+    with pytest.raises(IndexError):
+        hasher.stored_key(-1, b"k")
+    with pytest.raises(TypeError):
+        hasher.stored_key(0, "text")
+    with pytest.raises(TypeError):
+        hasher.stored_key(0)
+    with pytest.raises(ValueError):
+        _native.Hasher(b"k" * 65, [b"d"], [b"t"], [b"n"])
+    with pytest.raises(ValueError):
+        _native.Hasher(b"k", [b"d"], [b"t", b"u"], [b"n"])
+
+
+def _twins(key: bytes = ENCRYPTION_KEY):
+    header = b"\x01" + derive_key_id(key)
+    return _native.Gcm(derive_aes_key(key), header), PythonGcm(derive_aes_key(key), header)
+
+
+values = st.binary(max_size=300)
+contexts = st.one_of(st.none(), st.binary(max_size=40))
+
+
+@needs_native
+@settings(max_examples=200, deadline=None)
+@given(values, st.binary(max_size=60), contexts, st.integers(0, 65535))
+def test_envelopes_open_across_c_and_python(value, stored, context, db):
+    c, py = _twins()
+    from_c = c.seal(db, stored, value, context)
+    from_py = py.seal(db, stored, value, context)
+    assert len(from_c) == len(from_py) == len(value) + OVERHEAD
+    assert from_c[:5] == from_py[:5]
+    assert py.open(db, stored, from_c, context) == value
+    assert c.open(db, stored, from_py, context) == value
+    assert c.open(db, stored, from_c, context) == value
+
+
+@needs_native
+@settings(max_examples=100, deadline=None)
+@given(values, st.data())
+def test_c_open_refuses_what_python_refuses(value, data):
+    """Any changed byte, another location or another context: None from both."""
+    c, py = _twins()
+    blob = bytearray(py.seal(7, b"cc:7:name", value, None))
+    index = data.draw(st.integers(0, len(blob) - 1))
+    blob[index] ^= data.draw(st.integers(1, 255))
+    assert c.open(7, b"cc:7:name", bytes(blob)) is None
+    assert py.open(7, b"cc:7:name", bytes(blob)) is None
+    good = py.seal(7, b"cc:7:name", value)
+    for db, stored, context in [(8, b"cc:7:name", None), (7, b"cc:7:other", None),
+                                (7, b"cc:7:name", b""), (7, b"cc:7:name", b"f")]:
+        assert c.open(db, stored, good, context) is None
+        assert py.open(db, stored, good, context) is None
+    assert c.open(7, b"cc:7:name", good[:OVERHEAD - 1]) is None
+
+
+@needs_native
+def test_c_open_refuses_another_keys_envelope():
+    c, _ = _twins()
+    _, other = _twins(bytes(range(1, 33)))
+    assert c.open(0, b"k", other.seal(0, b"k", b"value")) is None
+
+
+@needs_native
+def test_c_nonces_are_fresh_and_not_shared_with_a_forked_child():
+    c, _ = _twins()
+    parent_before = {c.seal(0, b"k", b"")[5:17] for _ in range(600)}
+    assert len(parent_before) == 600
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.write(write, b"".join(c.seal(0, b"k", b"")[5:17] for _ in range(300)))
+        finally:
+            os._exit(0)
+    os.close(write)
+    child = b""
+    while chunk := os.read(read, 65536):
+        child += chunk
+    os.close(read)
+    os.waitpid(pid, 0)
+    parent_after = [c.seal(0, b"k", b"")[5:17] for _ in range(300)]
+    child_nonces = {child[i:i + 12] for i in range(0, len(child), 12)}
+    assert len(child_nonces) == 300
+    assert not child_nonces & set(parent_after)
+    assert not child_nonces & parent_before
+
+
+@needs_native
+def test_value_sealer_reasons_are_the_same_with_c_keys():
+    sealer = ValueSealer(ENCRYPTION_KEY, [bytes(range(1, 33))])
+    old = ValueSealer(bytes(range(1, 33)))
+    assert type(sealer._current) is _native.Gcm
+    blob = sealer.seal(0, b"k", b"v")
+    assert sealer.open(0, b"k", blob) == b"v"
+    assert sealer.open(0, b"k", old.seal(0, b"k", b"old")) == b"old"
+    assert sealer.encryptions == 1
+    cases = [(blob[:-1] + bytes([blob[-1] ^ 1]), "authentication-failed"),
+             (b"\x02" + blob[1:], "not-an-envelope"),
+             (b"short", "not-an-envelope"),
+             (blob[:1] + b"\x00\x00\x00\x00" + blob[5:], "unknown-key-id"),
+             (old.seal(1, b"k", b"x"), "authentication-failed")]
+    for bad, reason in cases:
+        with pytest.raises(DecryptError) as err:
+            sealer.open(0, b"k", bad)
+        assert err.value.reason == reason
+
+
+@needs_native
+def test_native_gcm_refuses_bad_arguments_without_crashing():
+    c, _ = _twins()
+    with pytest.raises(ValueError):
+        _native.Gcm(b"short", b"\x01abcd")
+    with pytest.raises(ValueError):
+        c.seal(65536, b"k", b"v")
+    with pytest.raises(TypeError):
+        c.seal(0, "k", b"v")
+    with pytest.raises(TypeError):
+        c.open(0, b"k", b"v", "context")
+    with pytest.raises(TypeError):
+        c.seal(0, b"k")
+
+
+request_args = st.lists(st.one_of(st.binary(max_size=50), st.text(max_size=10),
+                                  st.integers(-2**70, 2**70)), min_size=1, max_size=12)
+
+
+@needs_native
+@settings(max_examples=300, deadline=None)
+@given(request_args)
+def test_packed_requests_are_the_same_as_hiredis_and_python(args):
+    expected = hiredis.pack_command(tuple(args))
+    assert _native.pack_command(args) == expected
+    assert _native.pack_command(tuple(args)) == expected
+    assert writer.python_command(list(args)) == expected
+
+
+@needs_native
+def test_pack_refuses_what_hiredis_refuses():
+    for bad in ([None], [b"a", object()], [True]):
+        with pytest.raises(TypeError):
+            _native.pack_command(bad)
+        with pytest.raises(TypeError):
+            hiredis.pack_command(tuple(bad))
+    with pytest.raises(TypeError):
+        _native.pack_command(b"GET")
+
+
+# -- end to end: a proxy on the C part and one on the Python twins share one Redis --------
+
+@pytest.fixture(scope="module")
+def redis_server():
+    from tests.servers import start_redis
+
+    server = start_redis()
+    yield server
+    server.stop()
+
+
+@needs_native
+def test_proxies_with_and_without_the_c_part_read_each_others_data(redis_server):
+    from tests.servers import start_proxy
+
+    config = f"""
+caches:
+  - name: shared
+    type: redis
+    redis:
+      addresses: ["{redis_server.address}"]
+      disableTLS: true
+    encryption:
+      keys:
+        current: {bytes(range(7, 39)).hex()}
+        old: [{bytes(range(9, 41)).hex()}]
+    hashing:
+      keys:
+        current: {bytes(range(40, 72)).hex()}
+"""
+    with_c = start_proxy(config)
+    python_only = start_proxy(config, env={"CACHECLOAK_NATIVE": "0"})
+    try:
+        clients = {"c": with_c.client(), "python": python_only.client()}
+        for writer_name, client in clients.items():
+            other = clients["python" if writer_name == "c" else "c"]
+            tag = f"native-e2e-{writer_name}"
+            client.set(f"{tag}:s", f"{tag}-value", ex=300)
+            client.set(f"{{{tag}}}:tagged", f"{tag}-tagged")
+            client.hset(f"{tag}:h", mapping={"field": f"{tag}-hv"})
+            client.rpush(f"{tag}:l", f"{tag}-e1", f"{tag}-e2")
+            client.sadd(f"{tag}:set", f"{tag}-m")
+            client.incr(f"{tag}:n")
+            assert other.get(f"{tag}:s") == f"{tag}-value".encode()
+            assert other.get(f"{{{tag}}}:tagged") == f"{tag}-tagged".encode()
+            assert other.hgetall(f"{tag}:h") == {b"field": f"{tag}-hv".encode()}
+            assert other.lrange(f"{tag}:l", 0, -1) == [f"{tag}-e1".encode(),
+                                                       f"{tag}-e2".encode()]
+            assert other.smembers(f"{tag}:set") == {f"{tag}-m".encode()}
+            assert other.incr(f"{tag}:n") == 2
+            assert other.mget([f"{tag}:s", "missing"]) == [f"{tag}-value".encode(), None]
+        # Redis holds neither the names nor the values, whichever proxy wrote them.
+        direct = redis_server.client()
+        dump = b""
+        for name in direct.scan_iter(count=1000):
+            dump += name
+            kind = direct.type(name)
+            if kind == b"string":
+                dump += direct.get(name)
+            elif kind == b"hash":
+                dump += b"".join(k + v for k, v in direct.hgetall(name).items())
+            elif kind == b"list":
+                dump += b"".join(direct.lrange(name, 0, -1))
+            elif kind == b"set":
+                dump += b"".join(direct.smembers(name))
+        assert dump and b"native-e2e" not in dump
+    finally:
+        with_c.stop()
+        python_only.stop()
+    assert "per-command crypto and packing: C (proxy._native" in with_c.log()
+    assert "per-command crypto and packing: pure Python" in python_only.log()
