@@ -20,6 +20,8 @@
 #include <Python.h>
 #include <structmember.h>
 #include <pthread.h>
+#include <limits.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
@@ -52,6 +54,21 @@ static void b64url(const unsigned char *in, size_t n, char *out) {
         *out++ = B64URL[(v >> 6) & 63];
         *out++ = B64URL[v & 63];
     }
+}
+
+/* A RESP header line: kind, decimal n, CRLF. */
+static char *put_header(char *p, char kind, Py_ssize_t n) {
+    char digits[24];
+    int d = 0;
+    *p++ = kind;
+    do {
+        digits[d++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n > 0);
+    while (d > 0) *p++ = digits[--d];
+    *p++ = '\r';
+    *p++ = '\n';
+    return p;
 }
 
 /* ---------------------------------------------------------------- Hasher ---------- */
@@ -396,25 +413,25 @@ static PyObject *Gcm_seal(GcmObject *self, PyObject *const *args, Py_ssize_t nar
     return out;
 }
 
-/* open(db, stored_key, envelope, context=None) -> plaintext, or None when the envelope
- * is not this key's (header), too short, or does not authenticate. */
-static PyObject *Gcm_open(GcmObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    Py_ssize_t db;
-    PyObject *context;
-    if (parse_envelope_args(args, nargs, "open", &db, &context) < 0) return NULL;
-    PyObject *blob = args[2];
+/* Decrypt `blob` into a new bytes object with `before` bytes of room in front of the
+ * plaintext and `after` behind it.  Returns NULL with an exception set on an OpenSSL
+ * failure, and Py_None (a new reference) when the envelope is not this key's (header),
+ * is too short, or does not authenticate. */
+static PyObject *gcm_open_into(GcmObject *self, Py_ssize_t db, PyObject *stored,
+                               PyObject *blob, PyObject *context, Py_ssize_t before,
+                               Py_ssize_t after, Py_ssize_t *plain_len) {
     Py_ssize_t total = PyBytes_GET_SIZE(blob);
     const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(blob);
     if (total < OVERHEAD || memcmp(b, self->header, HEADER_BYTES) != 0) Py_RETURN_NONE;
     Py_ssize_t n = total - OVERHEAD;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, n);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, before + n + after);
     if (!out) return NULL;
-    unsigned char *p = (unsigned char *)PyBytes_AS_STRING(out);
+    unsigned char *p = (unsigned char *)PyBytes_AS_STRING(out) + before;
     EVP_CIPHER_CTX *ctx = self->dec;
     int len = 0, fin = 0;
     if (EVP_DecryptInit_ex(ctx, NULL, NULL, NULL, b + HEADER_BYTES) != 1 ||
         EVP_DecryptUpdate(ctx, NULL, &len, self->header, HEADER_BYTES) != 1 ||
-        feed_aad(ctx, db, args[1], context) < 0 ||
+        feed_aad(ctx, db, stored, context) < 0 ||
         (n > 0 && EVP_DecryptUpdate(ctx, p, &len, b + HEADER_BYTES + NONCE_BYTES, (int)n) != 1) ||
         EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG_BYTES,
                             (void *)(b + HEADER_BYTES + NONCE_BYTES + n)) != 1) {
@@ -429,6 +446,40 @@ static PyObject *Gcm_open(GcmObject *self, PyObject *const *args, Py_ssize_t nar
         Py_DECREF(out);
         Py_RETURN_NONE;
     }
+    *plain_len = n;
+    return out;
+}
+
+/* open(db, stored_key, envelope, context=None) -> plaintext, or None when the envelope
+ * is not this key's (header), too short, or does not authenticate. */
+static PyObject *Gcm_open(GcmObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_ssize_t db, n;
+    PyObject *context;
+    if (parse_envelope_args(args, nargs, "open", &db, &context) < 0) return NULL;
+    return gcm_open_into(self, db, args[1], args[2], context, 0, 0, &n);
+}
+
+/* open_bulk(db, stored_key, envelope) -> the plaintext as a RESP bulk string reply
+ * ("$<n>\r\n<plaintext>\r\n", the same in RESP2 and RESP3), or None as open() does.
+ * A GET's whole reply in one call: no plaintext object in between. */
+static PyObject *Gcm_open_bulk(GcmObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_ssize_t db, n = 0;
+    PyObject *context;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "open_bulk(db, stored_key, envelope)");
+        return NULL;
+    }
+    if (parse_envelope_args(args, nargs, "open_bulk", &db, &context) < 0) return NULL;
+    Py_ssize_t plain = PyBytes_GET_SIZE(args[2]) - OVERHEAD;
+    char head[24];
+    char *end = put_header(head, '$', plain > 0 ? plain : 0);
+    Py_ssize_t head_len = end - head;
+    PyObject *out = gcm_open_into(self, db, args[1], args[2], context, head_len, 2, &n);
+    if (out == NULL || out == Py_None) return out;
+    char *p = PyBytes_AS_STRING(out);
+    memcpy(p, head, (size_t)head_len);
+    p[head_len + n] = '\r';
+    p[head_len + n + 1] = '\n';
     return out;
 }
 
@@ -437,6 +488,8 @@ static PyMethodDef Gcm_methods[] = {
      "seal(db, stored_key, value, context=None) -> envelope"},
     {"open", (PyCFunction)(void (*)(void))Gcm_open, METH_FASTCALL,
      "open(db, stored_key, envelope, context=None) -> plaintext or None"},
+    {"open_bulk", (PyCFunction)(void (*)(void))Gcm_open_bulk, METH_FASTCALL,
+     "open_bulk(db, stored_key, envelope) -> RESP bulk reply of the plaintext, or None"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -460,20 +513,6 @@ static PyTypeObject GcmType = {
 };
 
 /* ---------------------------------------------------------------- packing --------- */
-
-static char *put_header(char *p, char kind, Py_ssize_t n) {
-    char digits[24];
-    int d = 0;
-    *p++ = kind;
-    do {
-        digits[d++] = (char)('0' + n % 10);
-        n /= 10;
-    } while (n > 0);
-    while (d > 0) *p++ = digits[--d];
-    *p++ = '\r';
-    *p++ = '\n';
-    return p;
-}
 
 /* One argument as hiredis.pack_command writes it: bytes as they are, str as UTF-8,
  * int in decimal, float by repr().  A new reference to a bytes-like owner and its
@@ -543,6 +582,359 @@ static PyObject *pack_command(PyObject *module, PyObject *args) {
     return out;
 }
 
+/* ---------------------------------------------------------------- requests -------- */
+
+/* A client's byte stream split into commands exactly as Redis splits it
+ * (processInlineBuffer and processMultibulkBuffer in Redis's networking.c): a command
+ * starting with '*' is a RESP array of bulk strings, anything else an inline line.
+ * The Python twin is proxy/resp/reader.py's PythonRequestParser; tests/test_native.py
+ * feeds both the same bytes, split the same ways, and compares.
+ *
+ * As Redis: header lines are found with strchr, so a NUL before the '\r' (or, inline,
+ * before the '\n') means "not complete yet"; an array element's trailing two bytes are
+ * skipped without being checked; a count of 0 or less is an empty command, skipped.
+ * Unlike hiredis, nothing is reserved from what a header declares: an argument list
+ * grows as the arguments arrive. */
+
+#define REQ_NONE 0
+#define REQ_INLINE 1
+#define REQ_MULTIBULK 2
+
+typedef struct {
+    PyObject_HEAD
+    char *buf;             /* bytes not yet consumed: buf[pos:len] */
+    Py_ssize_t len, cap, pos;
+    int reqtype;
+    long long multibulklen; /* arguments still to read in the current array */
+    long long bulklen;      /* length of the argument being read, -1: its header next */
+    PyObject *args;         /* the current array's arguments so far */
+    Py_ssize_t pending;     /* bytes taken for the current command so far */
+    Py_ssize_t max_request_bytes, max_bulk_bytes, max_arguments, max_inline_bytes;
+    PyObject *split_inline; /* callable(line: bytes) -> list[bytes] */
+    PyObject *error_type;   /* what split_inline raises for unbalanced quotes */
+    PyObject *error;        /* None, or the protocol error's text (str) */
+} ParserObject;
+
+static void Parser_reset_command(ParserObject *self) {
+    self->reqtype = REQ_NONE;
+    self->multibulklen = 0;
+    self->bulklen = -1;
+    self->pending = 0;
+    Py_CLEAR(self->args);
+}
+
+static void Parser_dealloc(ParserObject *self) {
+    PyMem_Free(self->buf);
+    Py_XDECREF(self->args);
+    Py_XDECREF(self->split_inline);
+    Py_XDECREF(self->error_type);
+    Py_XDECREF(self->error);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* RequestParser(split_inline, error_type, max_request_bytes, max_bulk_bytes,
+ *               max_arguments, max_inline_bytes) */
+static int Parser_init(ParserObject *self, PyObject *args, PyObject *kwds) {
+    PyObject *split, *etype;
+    Py_ssize_t mreq, mbulk, margs, minline;
+    if (!PyArg_ParseTuple(args, "OOnnnn:RequestParser", &split, &etype, &mreq, &mbulk,
+                          &margs, &minline))
+        return -1;
+    if (!PyCallable_Check(split) || !PyExceptionClass_Check(etype)) {
+        PyErr_SetString(PyExc_TypeError, "split_inline must be callable, error_type a class");
+        return -1;
+    }
+    Py_INCREF(split);
+    Py_INCREF(etype);
+    Py_XSETREF(self->split_inline, split);
+    Py_XSETREF(self->error_type, etype);
+    Py_INCREF(Py_None);
+    Py_XSETREF(self->error, Py_None);
+    self->max_request_bytes = mreq;
+    self->max_bulk_bytes = mbulk;
+    self->max_arguments = margs;
+    self->max_inline_bytes = minline;
+    Parser_reset_command(self);
+    return 0;
+}
+
+static int Parser_fail(ParserObject *self, const char *text) {
+    /* Redis's text, its bytes as Latin-1 (a got '%c' may be any byte). */
+    char line[96];
+    snprintf(line, sizeof line, "Protocol error: %s", text);
+    PyObject *message = PyUnicode_DecodeLatin1(line, (Py_ssize_t)strlen(line), NULL);
+    if (!message) return -1;
+    Py_XSETREF(self->error, message);
+    return 0;
+}
+
+/* Redis's string2ll over p[0:n]: "0", or an optional '-' then 1-9 and digits, within
+ * a signed 64-bit integer. */
+static int strict_ll(const char *p, Py_ssize_t n, long long *out) {
+    if (n == 0 || n >= 21) return 0;
+    if (n == 1 && p[0] == '0') {
+        *out = 0;
+        return 1;
+    }
+    int negative = p[0] == '-';
+    Py_ssize_t i = negative;
+    if (i >= n || p[i] < '1' || p[i] > '9') return 0;
+    unsigned long long v = 0;
+    for (; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') return 0;
+        unsigned long long digit = (unsigned long long)(p[i] - '0');
+        if (v > (ULLONG_MAX - digit) / 10) return 0;
+        v = v * 10 + digit;
+    }
+    if (negative) {
+        if (v > (unsigned long long)LLONG_MAX + 1) return 0;
+        *out = v == (unsigned long long)LLONG_MAX + 1 ? LLONG_MIN : -(long long)v;
+    } else {
+        if (v > (unsigned long long)LLONG_MAX) return 0;
+        *out = (long long)v;
+    }
+    return 1;
+}
+
+/* strchr(p, c) over p[0:n] as on a NUL-terminated buffer: NULL if a NUL comes first. */
+static const char *c_strchr(const char *p, Py_ssize_t n, char c) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (p[i] == c) return p + i;
+        if (p[i] == '\0') return NULL;
+    }
+    return NULL;
+}
+
+/* Parse from p[*pos:n].  Complete commands go to `commands`.  Returns 0 when it needs
+ * more bytes or found a protocol error (self->error), -1 on a Python error. */
+static int Parser_parse(ParserObject *self, const char *p, Py_ssize_t n, Py_ssize_t *pos,
+                        PyObject *commands) {
+    while (*pos < n) {
+        const char *q = p + *pos;
+        Py_ssize_t avail = n - *pos;
+        if (self->reqtype == REQ_NONE) self->reqtype = q[0] == '*' ? REQ_MULTIBULK : REQ_INLINE;
+
+        if (self->reqtype == REQ_INLINE) {
+            const char *newline = c_strchr(q, avail, '\n');
+            if (!newline) {
+                if (avail > self->max_inline_bytes) return Parser_fail(self, "too big inline request");
+                return 0;
+            }
+            Py_ssize_t linefeed = 1;
+            if (newline != q && newline[-1] == '\r') {
+                newline--;
+                linefeed = 2;
+            }
+            Py_ssize_t length = newline - q; /* as Redis: no limit once the line is whole */
+            PyObject *line = PyBytes_FromStringAndSize(q, length);
+            if (!line) return -1;
+            PyObject *argv = PyObject_CallOneArg(self->split_inline, line);
+            Py_DECREF(line);
+            if (!argv) {
+                if (!PyErr_ExceptionMatches(self->error_type)) return -1;
+                PyObject *type, *value, *tb;
+                PyErr_Fetch(&type, &value, &tb);
+                PyObject *text = value ? PyObject_Str(value) : NULL;
+                Py_XDECREF(type);
+                Py_XDECREF(value);
+                Py_XDECREF(tb);
+                if (!text) return -1;
+                Py_XSETREF(self->error, text);
+                return 0;
+            }
+            *pos += length + linefeed;
+            int rc = PyList_Check(argv) && PyList_GET_SIZE(argv) > 0 ? PyList_Append(commands, argv) : 0;
+            Py_DECREF(argv);
+            Parser_reset_command(self);
+            if (rc < 0) return -1;
+            continue;
+        }
+
+        if (self->multibulklen == 0) { /* the array header */
+            const char *cr = c_strchr(q, avail, '\r');
+            if (!cr) {
+                if (avail > self->max_inline_bytes) return Parser_fail(self, "too big mbulk count string");
+                return 0;
+            }
+            if (cr - q > avail - 2) return 0; /* the '\n' is not there yet */
+            long long count;
+            if (!strict_ll(q + 1, cr - (q + 1), &count) || count > self->max_arguments)
+                return Parser_fail(self, "invalid multibulk length");
+            *pos += cr - q + 2;
+            self->pending += cr - q + 2;
+            if (count <= 0) { /* an empty command: Redis skips it */
+                Parser_reset_command(self);
+                continue;
+            }
+            self->multibulklen = count;
+            self->bulklen = -1;
+            self->args = PyList_New(0);
+            if (!self->args) return -1;
+            continue;
+        }
+
+        if (self->bulklen == -1) { /* an argument's header */
+            const char *cr = c_strchr(q, avail, '\r');
+            if (!cr) {
+                if (avail > self->max_inline_bytes) return Parser_fail(self, "too big bulk count string");
+                return 0;
+            }
+            if (cr - q > avail - 2) return 0;
+            if (q[0] != '$') {
+                /* As Redis's reply: CR and LF become spaces, a NUL ends the text. */
+                char got = q[0] == '\r' || q[0] == '\n' ? ' ' : q[0];
+                char text[32];
+                snprintf(text, sizeof text, "expected '$', got '%c'", got);
+                return Parser_fail(self, text);
+            }
+            long long length;
+            if (!strict_ll(q + 1, cr - (q + 1), &length) || length < 0 ||
+                length > self->max_bulk_bytes)
+                return Parser_fail(self, "invalid bulk length");
+            *pos += cr - q + 2;
+            self->pending += cr - q + 2;
+            self->bulklen = length;
+            continue;
+        }
+
+        /* an argument's bytes, then two bytes Redis skips unchecked */
+        if (avail < self->bulklen + 2) {
+            if (self->pending + avail > self->max_request_bytes)
+                return Parser_fail(self, "invalid bulk length");
+            return 0;
+        }
+        PyObject *arg = PyBytes_FromStringAndSize(q, (Py_ssize_t)self->bulklen);
+        if (!arg) return -1;
+        int rc = PyList_Append(self->args, arg);
+        Py_DECREF(arg);
+        if (rc < 0) return -1;
+        *pos += (Py_ssize_t)self->bulklen + 2;
+        self->pending += (Py_ssize_t)self->bulklen + 2;
+        self->bulklen = -1;
+        if (self->pending > self->max_request_bytes && self->multibulklen > 1)
+            return Parser_fail(self, "invalid bulk length"); /* many arguments adding up */
+        if (--self->multibulklen == 0) {
+            rc = PyList_Append(commands, self->args);
+            Parser_reset_command(self);
+            if (rc < 0) return -1;
+        }
+    }
+    return 0;
+}
+
+/* Keep p[0:n] (what parsing left over) in self->buf. */
+static int Parser_keep(ParserObject *self, const char *p, Py_ssize_t n) {
+    if (n > self->cap) {
+        Py_ssize_t cap = self->cap ? self->cap : 4096;
+        while (cap < n) cap *= 2;
+        char *grown = PyMem_Realloc(self->buf, (size_t)cap);
+        if (!grown) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->buf = grown;
+        self->cap = cap;
+    }
+    memmove(self->buf, p, (size_t)n);
+    self->len = n;
+    self->pos = 0;
+    return 0;
+}
+
+/* feed(data) -> the complete commands, in order.  After a protocol error `error` holds
+ * its text; the commands before it are still returned, and nothing more may be fed. */
+static PyObject *Parser_feed(ParserObject *self, PyObject *data) {
+    if (!PyBytes_Check(data)) {
+        PyErr_SetString(PyExc_TypeError, "feed takes bytes");
+        return NULL;
+    }
+    if (self->error != Py_None) {
+        PyErr_SetString(PyExc_RuntimeError, "the request stream already failed");
+        return NULL;
+    }
+    PyObject *commands = PyList_New(0);
+    if (!commands) return NULL;
+    const char *in = PyBytes_AS_STRING(data);
+    Py_ssize_t n = PyBytes_GET_SIZE(data);
+    Py_ssize_t pos = 0;
+    int rc;
+    if (self->len == self->pos) {
+        /* Nothing held back: parse the read itself, keep only its unfinished tail. */
+        rc = Parser_parse(self, in, n, &pos, commands);
+        if (rc == 0 && self->error == Py_None) rc = Parser_keep(self, in + pos, n - pos);
+    } else {
+        Py_ssize_t held = self->len - self->pos;
+        if (held + n > self->cap || self->pos > 0) {
+            if (Parser_keep(self, self->buf + self->pos, held) < 0) {
+                Py_DECREF(commands);
+                return NULL;
+            }
+            if (held + n > self->cap) {
+                Py_ssize_t cap = self->cap;
+                while (cap < held + n) cap *= 2;
+                char *grown = PyMem_Realloc(self->buf, (size_t)cap);
+                if (!grown) {
+                    Py_DECREF(commands);
+                    return PyErr_NoMemory();
+                }
+                self->buf = grown;
+                self->cap = cap;
+            }
+        }
+        memcpy(self->buf + self->len, in, (size_t)n);
+        self->len += n;
+        rc = Parser_parse(self, self->buf, self->len, &self->pos, commands);
+    }
+    if (rc < 0) {
+        Py_DECREF(commands);
+        return NULL;
+    }
+    if (self->error != Py_None) { /* nothing more is read from this stream */
+        self->len = self->pos = 0;
+    }
+    /* An idle connection keeps no large buffer (10,000 idle clients must stay small). */
+    if (self->len == self->pos && self->cap > 16384) {
+        PyMem_Free(self->buf);
+        self->buf = NULL;
+        self->cap = self->len = self->pos = 0;
+    }
+    return commands;
+}
+
+static PyObject *Parser_get_error(ParserObject *self, void *closure) {
+    Py_INCREF(self->error);
+    return self->error;
+}
+
+static PyObject *Parser_buffered(ParserObject *self, PyObject *unused) {
+    return PyLong_FromSsize_t(self->len - self->pos);
+}
+
+static PyMethodDef Parser_methods[] = {
+    {"feed", (PyCFunction)Parser_feed, METH_O, "feed(data) -> list of commands"},
+    {"buffered", (PyCFunction)Parser_buffered, METH_NOARGS,
+     "bytes held back for an unfinished command (for tests)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Parser_getset[] = {
+    {"error", (getter)Parser_get_error, NULL, "None, or the protocol error's text", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject ParserType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "proxy._native.RequestParser",
+    .tp_basicsize = sizeof(ParserObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A client's requests as Redis splits them (see proxy/resp/reader.py).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Parser_init,
+    .tp_dealloc = (destructor)Parser_dealloc,
+    .tp_methods = Parser_methods,
+    .tp_getset = Parser_getset,
+};
+
 static PyMethodDef module_methods[] = {
     {"pack_command", pack_command, METH_O,
      "pack_command(args) -> RESP array of bulk strings"},
@@ -556,7 +948,9 @@ static struct PyModuleDef native_module = {
 };
 
 PyMODINIT_FUNC PyInit__native(void) {
-    if (PyType_Ready(&HasherType) < 0 || PyType_Ready(&GcmType) < 0) return NULL;
+    if (PyType_Ready(&HasherType) < 0 || PyType_Ready(&GcmType) < 0 ||
+        PyType_Ready(&ParserType) < 0)
+        return NULL;
     if (pthread_atfork(NULL, NULL, nonce_pool_forget) != 0) {
         PyErr_SetString(PyExc_RuntimeError, "could not register the nonce pool's fork hook");
         return NULL;
@@ -565,8 +959,10 @@ PyMODINIT_FUNC PyInit__native(void) {
     if (!m) return NULL;
     Py_INCREF(&HasherType);
     Py_INCREF(&GcmType);
+    Py_INCREF(&ParserType);
     if (PyModule_AddObject(m, "Hasher", (PyObject *)&HasherType) < 0 ||
         PyModule_AddObject(m, "Gcm", (PyObject *)&GcmType) < 0 ||
+        PyModule_AddObject(m, "RequestParser", (PyObject *)&ParserType) < 0 ||
         PyModule_AddStringConstant(m, "openssl_version", OpenSSL_version(OPENSSL_VERSION)) < 0) {
         Py_DECREF(m);
         return NULL;

@@ -59,6 +59,10 @@ class Cache:
         self.stored_key = hasher.stored_key
         if sealer is not None:
             self.seal = sealer.seal
+        # open_bulk(db, stored_key, blob): a GET's reply in one call, or None when the
+        # value does not open under the current key (then `open` knows the old keys and
+        # the onDecryptError policy).
+        self.open_bulk = sealer.open_bulk if sealer is not None else _bulk
 
     @classmethod
     def from_config(cls, cfg, backend: Backend) -> Cache:
@@ -199,6 +203,11 @@ class Cache:
                         "far. Values changed in Redis or written under a key that is no longer "
                         "in encryption.keys read as misses.", self.name, reason,
                         self.decrypt_failures[reason])
+
+
+def _bulk(db: int, stored_key: bytes, blob: bytes) -> bytes:
+    """open_bulk without encryption: the stored value is the plaintext."""
+    return b"$%d\r\n%b\r\n" % (len(blob), blob)
 
 
 def _percent(share: float) -> str:

@@ -71,7 +71,7 @@ def local_proxy():
 
 
 @pytest.mark.parametrize("data, text", [
-    (b"*2\r\n$3\r\nGET\r\nXYZ", b"Protocol error"),
+    (b"*2\r\n$3\r\nGET\r\nXYZ\r\n", b"Protocol error: expected '$', got 'X'"),
     (b"*1\r\n:1\r\n", b"Protocol error: expected '$'"),
     (b"*1\r\n$99999999999\r\n", b"Protocol error: invalid bulk length"),
     (b"*2\r\n$3\r\nGET\r\n$600000000\r\nabc", b"Protocol error: invalid bulk length"),

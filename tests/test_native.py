@@ -132,6 +132,11 @@ def test_envelopes_open_across_c_and_python(value, stored, context, db):
     assert py.open(db, stored, from_c, context) == value
     assert c.open(db, stored, from_py, context) == value
     assert c.open(db, stored, from_c, context) == value
+    if context is None:  # a GET's reply, from the envelope in one call
+        bulk = b"$%d\r\n%b\r\n" % (len(value), value)
+        assert c.open_bulk(db, stored, from_py) == py.open_bulk(db, stored, from_c) == bulk
+        assert c.open_bulk(db ^ 1, stored, from_py) is None
+        assert py.open_bulk(db ^ 1, stored, from_c) is None
 
 
 @needs_native
@@ -151,6 +156,8 @@ def test_c_open_refuses_what_python_refuses(value, data):
         assert c.open(db, stored, good, context) is None
         assert py.open(db, stored, good, context) is None
     assert c.open(7, b"cc:7:name", good[:OVERHEAD - 1]) is None
+    assert c.open_bulk(7, b"cc:7:name", good[:OVERHEAD - 1]) is None
+    assert c.open_bulk(7, b"cc:7:name", bytes(blob)) is None
 
 
 @needs_native
@@ -247,15 +254,6 @@ def test_pack_refuses_what_hiredis_refuses():
 
 # -- end to end: a proxy on the C part and one on the Python twins share one Redis --------
 
-@pytest.fixture(scope="module")
-def redis_server():
-    from tests.servers import start_redis
-
-    server = start_redis()
-    yield server
-    server.stop()
-
-
 @needs_native
 def test_proxies_with_and_without_the_c_part_read_each_others_data(redis_server):
     from tests.servers import start_proxy
@@ -316,3 +314,67 @@ caches:
         python_only.stop()
     assert "per-command crypto and packing: C (proxy._native" in with_c.log()
     assert "per-command crypto and packing: pure Python" in python_only.log()
+
+
+# -- the request parser: C and Python twins, the same bytes split the same ways -----------
+
+def _parsers(max_request_bytes: int = 1 << 20):
+    from proxy.errors import ClientProtocolError
+    from proxy.resp import limits
+    from proxy.resp.reader import PythonRequestParser, split_inline
+
+    made = []
+    for kind in (_native.RequestParser, PythonRequestParser):
+        made.append(kind(split_inline, ClientProtocolError, max_request_bytes, 1 << 16,
+                         1000, limits.MAX_INLINE_BYTES))
+    return made
+
+
+def _run(parser, pieces_):
+    commands, held = [], []
+    for piece in pieces_:
+        commands.append(parser.feed(piece))
+        held.append(parser.buffered())
+        if parser.error is not None:
+            break
+    return commands, held, parser.error
+
+
+PARSER_TOKENS = [b"*", b"$", b"\r\n", b"\n", b"\r", b"\x00", b"0", b"1", b"2", b"3", b"-1",
+                 b"01", b" ", b'"', b"'", b"\\x41", b"+", b":", b"PING", b"a",
+                 b"*1\r\n$4\r\nPING\r\n", b"*2\r\n", b"$3\r\nabc\r\n", b"$0\r\n\r\n",
+                 b"*0\r\n", b"*-1\r\n", b"PING\r\n", b"*1001\r\n", b"$65537\r\n", b"\xff"]
+parser_input = st.one_of(st.binary(max_size=120), st.lists(
+    st.one_of(st.sampled_from(PARSER_TOKENS), st.binary(max_size=3)), max_size=30).map(b"".join))
+
+
+@needs_native
+@settings(max_examples=600, deadline=None)
+@given(parser_input, st.lists(st.integers(0, 200), max_size=6))
+def test_c_and_python_parsers_agree_on_any_bytes_split_anywhere(data, cuts):
+    from tests.fuzz.properties import pieces
+
+    split = pieces(data, cuts)
+    c, py = _parsers()
+    assert _run(c, split) == _run(py, split)
+
+
+@needs_native
+def test_c_and_python_parsers_agree_on_limits_and_large_arguments():
+    value = bytes(range(256)) * 200  # 51,200 bytes, arriving in small reads
+    stream = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$%d\r\n%b\r\n" % (len(value), value)
+    for step in (1, 7, 1000, 4096, len(stream)):
+        split = [stream[i:i + step] for i in range(0, len(stream), step)]
+        c, py = _parsers()
+        got = _run(c, split)
+        assert got == _run(py, split)
+        assert [cmd for batch in got[0] for cmd in batch] == [[b"SET", b"k", value]]
+        assert got[1][-1] == 0  # nothing held back once the command is whole
+    for data in (b"*1\r\n$65537\r\n", b"*1001\r\n", b"x" * 70000, b"*" + b"1" * 70000,
+                 b"*2\r\n$1\r\na\r\n$" + b"9" * 70000):
+        c, py = _parsers()
+        assert _run(c, [data]) == _run(py, [data])
+        assert c.error is not None
+    c, py = _parsers(max_request_bytes=100)  # an unfinished command past the limit
+    data = b"*1\r\n$5000\r\n" + b"x" * 200
+    assert _run(c, [data]) == _run(py, [data]) == ([[]], [0], "Protocol error: invalid bulk length")

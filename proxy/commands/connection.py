@@ -27,6 +27,7 @@ from proxy.commands.table import (
 )
 from proxy.metrics import cache_figures, listener_figures
 from proxy.resp import writer
+from proxy.resp.numbers import string2ll as _parse_ll
 
 log = logging.getLogger("cachecloak.auth")
 
@@ -54,19 +55,6 @@ def served_names() -> list[str]:
         for sub in (command.subcommands or {}).values():
             names.add(sub.name)
     return sorted(names)
-
-
-def _parse_ll(arg: bytes) -> int | None:
-    """Redis's string2ll: a canonical signed 64-bit decimal ("0", or an optional '-' then
-    1-9 and digits), else None.  int() would also take "01", " 1", "+1", "1_0", "-0"."""
-    if not arg or len(arg) >= 21:
-        return None
-    digits = arg[1:] if arg[0] == 0x2D else arg
-    if arg == b"0" or (digits.isdigit() and digits.isascii() and digits[0] != 0x30):
-        value = int(arg)
-        if -(2**63) <= value < 2**63:
-            return value
-    return None
 
 
 def _cstr(arg: bytes) -> bytes:

@@ -33,7 +33,10 @@ def value(client, ctx, reply) -> bytes:
     """A bulk string holding one envelope, stored under the name `ctx`."""
     if reply is None:
         return NULL_BULK[client.proto]
-    try:
+    bulk = client.cache.open_bulk(client.db, ctx, reply)
+    if bulk is not None:
+        return bulk
+    try:  # an old key, or not authentic: the reason and the policy
         plaintext = client.cache.open(client.db, ctx, reply)
     except DecryptRefused as exc:
         return writer.error(str(exc))

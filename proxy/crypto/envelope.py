@@ -112,6 +112,11 @@ class PythonGcm:
         except InvalidTag:
             return None
 
+    def open_bulk(self, db: int, stored_key: bytes, blob: bytes) -> bytes | None:
+        """The plaintext as a RESP bulk string reply (a GET's whole reply), or None."""
+        plaintext = self.open(db, stored_key, blob)
+        return None if plaintext is None else b"$%d\r\n%b\r\n" % (len(plaintext), plaintext)
+
 
 # C when built (proxy/speedups.py), else the Python twin above.
 Gcm = native.Gcm if native is not None else PythonGcm
@@ -120,17 +125,19 @@ Gcm = native.Gcm if native is not None else PythonGcm
 class ValueSealer:
     """Encrypts under the current key; decrypts under the current or any old key.
 
-    `seal(db, stored_key, value, context=None)` is the current key's own method (one C
-    call when proxy._native is built); the key object counts its encryptions.
+    `seal(db, stored_key, value, context=None)` and `open_bulk(db, stored_key, blob)`
+    (a GET's reply, or None: then `open` tells why) are the current key's own methods,
+    one C call each when proxy._native is built; the key object counts its encryptions.
     """
 
-    __slots__ = ("_header", "_current", "_by_id", "key_id", "seal")
+    __slots__ = ("_header", "_current", "_by_id", "key_id", "seal", "open_bulk")
 
     def __init__(self, current: bytes, old: list[bytes] | tuple[bytes, ...] = ()):
         self.key_id = derive_key_id(current)
         self._header = _VERSION_BYTE + self.key_id
         self._current = Gcm(derive_aes_key(current), self._header)
         self.seal = self._current.seal
+        self.open_bulk = self._current.open_bulk
         self._by_id: dict[bytes, Gcm] = {self.key_id: self._current}
         for key in old:
             key_id = derive_key_id(key)
@@ -175,6 +182,7 @@ class ValueSealer:
         merged._header = self._header
         merged._current = self._current
         merged.seal = self.seal
+        merged.open_bulk = self.open_bulk
         merged._by_id = {**other._by_id, **self._by_id}
         return merged
 

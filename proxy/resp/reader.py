@@ -1,310 +1,182 @@
-"""Splitting a client's byte stream into commands: RESP arrays via hiredis, inline lines.
+"""Splitting a client's byte stream into commands, exactly as Redis splits it.
 
 Redis accepts two request forms: RESP arrays of bulk strings (what every client library
 sends) and "inline" commands, a line of space-separated words (telnet, `nc`, health
-checks such as `printf 'PING\\r\\n' | nc`).  Like Redis, a command whose first byte is
-not `*` is inline.  hiredis does the RESP work in C; this module decides where inline
-lines are, enforces the size limits and validates the shape of each command.
+checks such as `printf 'PING\\r\\n' | nc`).  A command whose first byte is `*` is an
+array, anything else inline; this follows processMultibulkBuffer and processInlineBuffer
+in Redis's networking.c step by step, so the same bytes give the same commands and the
+same protocol errors as Redis:
+
+* header lines are found as Redis's strchr finds them: a NUL before the `\\r` (inline:
+  before the `\\n`) means the line is not complete yet;
+* an array element's two trailing bytes are skipped unchecked; a count of 0 or less is
+  an empty command, skipped; an inline line may follow an array in the same read;
+* limits (proxy.resp.limits): the argument count, a bulk's declared length, a header or
+  inline line without its end past 64 KiB, and the bytes of one unfinished command.
+  Nothing is reserved from what a header declares: arguments are kept as they arrive.
+
+`RequestReader` is the C parser (proxy._native.RequestParser) when it is built, else its
+Python twin below; tests/test_native.py feeds both the same bytes split the same ways.
 
 Never logs, never holds on to a command after returning it.
 """
 
 from __future__ import annotations
 
-import re
-
-import hiredis
-
 from proxy.errors import ClientProtocolError
 from proxy.resp import limits
+from proxy.resp.numbers import string2ll
+from proxy.speedups import native
 
 _STAR = 0x2A
 _DOLLAR = 0x24
-# A bulk header with 9 or more digits: the only kind that can exceed MAX_BULK_BYTES.
-_LONG_BULK_HEADER = re.compile(rb"\$\d{9,}\r\n")
-# hiredis allocates an array as soon as it reads the header, so an array header that
-# may exceed MAX_ARGUMENTS (7+ digits), or a `*` and digits ending a read, is cut off and
-# checked at a boundary before hiredis sees it.  Inside a payload this only splits a read.
-_ARRAY_HEADER_TO_CHECK = re.compile(rb"\*\d{7,}|\*\d*\Z")
-_MAX_HEADER_LINE = 24
-_HISTORY_BYTES = 512
-# hiredis is fed at most this much at a time, and drained in between.  Once it has read
-# 1 KiB of its buffer it moves the unread rest to the front, at every reply it returns:
-# fed a whole 256 KiB read of 4 KiB values, it spent 30 us per value moving bytes, and
-# about 0.6 us fed 16 KiB at a time (about half the cost per value at 100 bytes, too).
-FEED_BYTES = 16 * 1024
 
 
-class RequestReader:
-    """Incremental request parser for one client connection."""
+def _line_end(buf: bytearray, pos: int, char: bytes) -> int:
+    """Redis's strchr(buf + pos, char) on a NUL-terminated buffer: -1 if a NUL is first."""
+    end = buf.find(char, pos)
+    if end < 0 or buf.find(b"\0", pos, end) >= 0:
+        return -1
+    return end
 
-    __slots__ = ("_reader", "_inline", "_pending", "_line_ended", "_previous", "_held",
-                 "max_request_bytes", "error")
 
-    def __init__(self, max_request_bytes: int = limits.MAX_REQUEST_BYTES):
-        self._reader = hiredis.Reader()
-        self._inline: bytes | None = None  # a partial inline line, when one is being read
-        # Bytes fed to hiredis since it last produced a command.  It over-counts by the
-        # part of a chunk that completed the previous command, which only makes the limit
-        # a little stricter; it never under-counts.
+class PythonRequestParser:
+    """The Python twin of proxy._native.RequestParser: same arguments, same results."""
+
+    __slots__ = ("_buf", "_reqtype", "_multibulklen", "_bulklen", "_args", "_pending",
+                 "_max_request_bytes", "_max_bulk_bytes", "_max_arguments",
+                 "_max_inline_bytes", "_split_inline", "_error_type", "error")
+
+    def __init__(self, split_inline, error_type, max_request_bytes: int, max_bulk_bytes: int,
+                 max_arguments: int, max_inline_bytes: int):
+        self._split_inline = split_inline
+        self._error_type = error_type
+        self._max_request_bytes = max_request_bytes
+        self._max_bulk_bytes = max_bulk_bytes
+        self._max_arguments = max_arguments
+        self._max_inline_bytes = max_inline_bytes
+        self._buf = bytearray()
+        self.error: str | None = None
+        self._reset_command()
+
+    def _reset_command(self) -> None:
+        self._reqtype = None  # b"*" (array) or b"i" (inline) once known
+        self._multibulklen = 0
+        self._bulklen = -1
+        self._args: list[bytes] | None = None
         self._pending = 0
-        self._line_ended = True  # did the last byte fed to hiredis end a line?
-        self._previous = b""  # the last bytes fed to hiredis before the current read
-        self._held = b""  # an array header's first bytes, kept until its line is complete
-        self.max_request_bytes = max_request_bytes
-        # Set when the stream turned out malformed; the commands before the bad bytes are
-        # still returned (Redis runs them too), then the caller answers with this error.
-        self.error: ClientProtocolError | None = None
 
-    def _idle(self) -> bool:
-        """True when hiredis holds no partial command we could mistake for a boundary.
-
-        hiredis consumes a reply's type byte before its line is complete, and an array
-        header as soon as it has it, so `has_data()` alone is not enough: we also need
-        the last byte fed to end a line.  A read that ends right after an array header
-        or element still looks idle; well-formed input then continues with `$`, which
-        always goes to hiredis.  Only a malformed continuation (neither `*` nor `$`) is
-        taken for inline, and the partial array is then dropped.
-        """
-        return self._line_ended and not self._reader.has_data()
+    def buffered(self) -> int:
+        return len(self._buf)
 
     def feed(self, data: bytes) -> list[list[bytes]]:
-        """Return every complete command in `data` (plus what was buffered before).
-
-        On malformed input, returns the commands before it and sets `error`; the caller
-        runs them, answers with the error and closes the connection, as Redis does.
-        Nothing more may be fed once `error` is set.
-        """
+        if self.error is not None:
+            raise RuntimeError("the request stream already failed")
+        buf = self._buf
+        buf += data
         commands: list[list[bytes]] = []
-        try:
-            self._feed(data, commands)
-        except ClientProtocolError as exc:
-            self.error = exc
+        pos = self._parse(buf, commands)
+        if self.error is not None:
+            buf.clear()
+        elif pos:
+            del buf[:pos]  # an unfinished argument stays at the front: moved once
         return commands
 
-    def _feed(self, data: bytes, commands: list[list[bytes]]) -> None:
-        if self._held:
-            data, self._held = self._held + data, b""
-        while data:
-            if self._inline is not None or (data[0] != _STAR and data[0] != _DOLLAR
-                                            and self._idle()):
-                data = self._feed_inline(data, commands)
-                continue
-            reader = self._reader
-            chunk_at_boundary = self._line_ended and not reader.has_data()  # self._idle()
-            if chunk_at_boundary and data[0] == _STAR:
-                end = data.find(b"\r\n", 0, _MAX_HEADER_LINE)
-                if end < 0 and len(data) < _MAX_HEADER_LINE:
-                    self._held = data  # check the count once the line is complete
-                    return
-                if end != 2 or not 0x31 <= data[1] <= 0x39:  # other than `*1` to `*9`
-                    self._check_array_header(data)
-            later = _ARRAY_HEADER_TO_CHECK.search(data, 1)
-            if later is not None:  # rare: only with 7-digit counts or a read ending in `*`
-                data, after = data[:later.start()], data[later.start():]
-            else:
-                after = b""
-            fed = min(len(data), FEED_BYTES)
-            reader.feed(data, 0, fed)
-            self._pending += len(data)
-            self._line_ended = data[-1] == 0x0A
-            chunk, data = data, b""
-            returned = []  # everything hiredis returned from this chunk, empty ones too
-            while True:
+    def _fail(self, text: str) -> int:
+        self.error = f"Protocol error: {text}"
+        return 0
+
+    def _parse(self, buf: bytearray, commands: list[list[bytes]]) -> int:
+        pos, n = 0, len(buf)
+        while pos < n:
+            avail = n - pos
+            if self._reqtype is None:
+                self._reqtype = b"*" if buf[pos] == _STAR else b"i"
+            if self._reqtype == b"i":
+                newline = _line_end(buf, pos, b"\n")
+                if newline < 0:
+                    if avail > self._max_inline_bytes:
+                        self._fail("too big inline request")
+                    return pos
+                end = newline - 1 if newline > pos and buf[newline - 1] == 0x0D else newline
                 try:
-                    command = reader.gets()
-                except hiredis.ProtocolError as exc:
-                    rest = self._inline_after_resp(chunk, returned, chunk_at_boundary)
-                    if rest is None:
-                        raise ClientProtocolError(f"Protocol error: {exc}") from None
-                    data = rest
-                    break
-                except TypeError:
-                    # hiredis builds a RESP3 map or set as a dict or set, and a nested
-                    # aggregate cannot be a key: "unhashable type".  Never a request.
-                    raise ClientProtocolError(
-                        "Protocol error: expected '$' before each argument") from None
-                if command is False:
-                    if fed < len(chunk):  # the next slice (see FEED_BYTES)
-                        step = min(len(chunk) - fed, FEED_BYTES)
-                        reader.feed(chunk, fed, step)
-                        fed += step
-                        continue
-                    break
-                returned.append(command)
-                if command is None:  # `*-1\r\n`: Redis ignores a null array
+                    argv = self._split_inline(bytes(buf[pos:end]))
+                except self._error_type as exc:
+                    self.error = str(exc)
+                    return pos
+                pos = newline + 1
+                if argv:
+                    commands.append(argv)
+                self._reset_command()
+                continue
+            if self._multibulklen == 0:  # the array header
+                cr = _line_end(buf, pos, b"\r")
+                if cr < 0:
+                    if avail > self._max_inline_bytes:
+                        self._fail("too big mbulk count string")
+                    return pos
+                if cr - pos > avail - 2:
+                    return pos
+                count = string2ll(bytes(buf[pos + 1:cr]))
+                if count is None or count > self._max_arguments:
+                    return self._fail("invalid multibulk length")
+                self._pending += cr + 2 - pos
+                pos = cr + 2
+                if count <= 0:  # an empty command: Redis skips it
+                    self._reset_command()
                     continue
-                if type(command) is not list:
-                    # As Redis, a request not starting with `*` is inline (`PING` then
-                    # `+OK` in one read is two commands), wherever the read was split.
-                    rest = self._inline_after_resp(chunk, returned[:-1], chunk_at_boundary)
-                    if rest is None:
-                        raise ClientProtocolError(
-                            "Protocol error: expected '*', got a non-array request")
-                    data = rest
-                    break
-                for arg in command:
-                    if type(arg) is not bytes:
-                        raise ClientProtocolError(
-                            "Protocol error: expected '$' before each argument")
-                if command:
-                    commands.append(command)
-            if returned:
-                self._pending = 0
-            # The last bytes fed to hiredis (at least _HISTORY_BYTES, across reads that
-            # small): a command's tail may arrive in several tiny reads.  Trimmed only
-            # past twice that, which saves a copy per small read.
-            if len(chunk) >= _HISTORY_BYTES:
-                self._previous = chunk
-            else:
-                previous = self._previous + chunk
-                self._previous = (previous if len(previous) <= 2 * _HISTORY_BYTES
-                                  else previous[-_HISTORY_BYTES:])
-            if (chunk_at_boundary and self._reader.has_data()
-                    and _LONG_BULK_HEADER.search(chunk) is not None):
-                self._check_bulk_lengths(chunk)
-            if self._pending > self.max_request_bytes:
-                raise ClientProtocolError("Protocol error: invalid bulk length")
-            if after:
-                data += after
-
-    def _check_bulk_lengths(self, chunk: bytes) -> None:
-        """Refuse a bulk longer than Redis's proto-max-bulk-len when its header arrives.
-
-        Redis answers `invalid bulk length` at once; waiting for the data instead would
-        leave a client that sent only the header without a reply.  `chunk` starts at a
-        header (the reader was idle) and hiredis holds an incomplete element, so walking
-        the headers (skipping payloads by their length) finds the pending one.  Only
-        chunks holding a 9-digit bulk header get here, which keeps this off the hot path.
-        """
-        i, n = 0, len(chunk)
-        while i < n:
-            end = chunk.find(b"\r\n", i)
-            if end < 0:
-                return
-            kind = chunk[i]
-            if kind != _STAR and kind != _DOLLAR:
-                return  # inline after RESP: hiredis and _feed_inline deal with it
-            try:
-                length = int(chunk[i + 1:end])
-            except ValueError:
-                return
-            i = end + 2
-            if kind == _DOLLAR:
-                if length > limits.MAX_BULK_BYTES:
-                    raise ClientProtocolError("Protocol error: invalid bulk length")
-                i += length + 2
-
-    def _inline_after_resp(self, chunk: bytes, parsed: list,
-                           chunk_at_boundary: bool) -> bytes | None:
-        """After hiredis rejects a byte: is it an inline command following RESP ones?
-
-        Redis allows `*1\r\n$4\r\nPING\r\nPING\r\n`.  hiredis does not report how far
-        it got, so on this (rare, error-only) path we re-encode the commands it returned
-        from this chunk; if they account exactly for the chunk's start and the next byte
-        starts an inline command, parsing resumes there with a fresh reader.
-        """
-        if chunk_at_boundary and self._inline_start(chunk, parsed, 0) is not None:
-            return self._inline_after(chunk, parsed, 0)
-        # The first command began in an earlier read (redis-cli --pipe sends "\r\n" after
-        # its last command; "idle" may also mean after an array header or element): only
-        # its tail is here.  Try each line end that could close it, bounded, and resume
-        # only if exactly one accounts for the whole start of the chunk.
-        first = parsed[0] if parsed else None
-        if (type(first) is not list or not first
-                or any(type(a) is not bytes for a in first)):
-            return None
-        encoded = hiredis.pack_command(tuple(first))
-        found = None
-        tries = 0
-        end = chunk.find(b"\n", 0, len(encoded))
-        while end >= 0 and tries < 64:
-            offset = end + 1
-            if chunk[0] == encoded[-offset] and encoded.endswith(chunk[:offset]):
-                tries += 1
-                head = encoded[:len(encoded) - offset]  # what earlier reads must have held
-                previous = self._previous
-                fits = (previous.endswith(head) if len(head) <= len(previous)
-                        else head.endswith(previous))
-                if fits and self._inline_start(chunk, parsed[1:], offset) is not None:
-                    if found is not None:
-                        return None
-                    found = offset
-            end = chunk.find(b"\n", offset, len(encoded))
-        if found is None or end >= 0:  # none, or gave up before trying every line end
-            return None
-        return self._inline_after(chunk, parsed[1:], found)
-
-    def _inline_after(self, chunk: bytes, parsed: list, offset: int) -> bytes | None:
-        """Resume at the inline command after `parsed` (which starts at `offset`)."""
-        offset = self._inline_start(chunk, parsed, offset)
-        if offset is None:
-            return None
-        self._reader = hiredis.Reader()
-        self._pending = 0
-        self._line_ended = True
-        return chunk[offset:]
-
-    @staticmethod
-    def _inline_start(chunk: bytes, parsed: list, offset: int) -> int | None:
-        """The offset after `parsed` if they are exactly the bytes of `chunk` from
-        `offset` and an inline command follows, else None."""
-        for command in parsed:
-            if not command:  # `*0\r\n` or `*-1\r\n`, which Redis skips
-                end = chunk.find(b"\r\n", offset)
-                if end < 0 or chunk[offset] != _STAR:
-                    return None
-                try:
-                    if int(chunk[offset + 1:end]) > 0:
-                        return None
-                except ValueError:
-                    return None
-                offset = end + 2
+                self._multibulklen = count
+                self._bulklen = -1
+                self._args = []
                 continue
-            if type(command) is not list or any(type(a) is not bytes for a in command):
-                return None
-            encoded = hiredis.pack_command(tuple(command))
-            if chunk[offset:offset + len(encoded)] != encoded:
-                return None
-            offset += len(encoded)
-        if offset >= len(chunk) or chunk[offset] in (_STAR, _DOLLAR):
-            return None
-        return offset
+            if self._bulklen == -1:  # an argument's header
+                cr = _line_end(buf, pos, b"\r")
+                if cr < 0:
+                    if avail > self._max_inline_bytes:
+                        self._fail("too big bulk count string")
+                    return pos
+                if cr - pos > avail - 2:
+                    return pos
+                if buf[pos] != _DOLLAR:
+                    # As Redis's reply: CR and LF become spaces, a NUL ends the text.
+                    got = {0x0D: " ", 0x0A: " ", 0x00: ""}.get(buf[pos], chr(buf[pos]))
+                    return self._fail("expected '$', got '" + got + ("'" if got else ""))
+                length = string2ll(bytes(buf[pos + 1:cr]))
+                if length is None or length < 0 or length > self._max_bulk_bytes:
+                    return self._fail("invalid bulk length")
+                self._pending += cr + 2 - pos
+                pos = cr + 2
+                self._bulklen = length
+                continue
+            # an argument's bytes, then two bytes Redis skips unchecked
+            length = self._bulklen
+            if avail < length + 2:
+                if self._pending + avail > self._max_request_bytes:
+                    self._fail("invalid bulk length")
+                return pos
+            self._args.append(bytes(buf[pos:pos + length]))
+            pos += length + 2
+            self._pending += length + 2
+            self._bulklen = -1
+            if self._pending > self._max_request_bytes and self._multibulklen > 1:
+                return self._fail("invalid bulk length")  # many arguments adding up
+            self._multibulklen -= 1
+            if self._multibulklen == 0:
+                commands.append(self._args)
+                self._reset_command()
+        return pos
 
-    def _check_array_header(self, data: bytes) -> None:
-        end = data.find(b"\r\n", 0, 24)
-        if end < 0:
-            return  # hiredis will reject a malformed header itself
-        try:
-            count = int(data[1:end])
-        except ValueError:
-            raise ClientProtocolError("Protocol error: invalid multibulk length") from None
-        if count > limits.MAX_ARGUMENTS:
-            raise ClientProtocolError("Protocol error: invalid multibulk length")
 
-    def _feed_inline(self, data: bytes, commands: list[list[bytes]]) -> bytes:
-        if self._inline is None:
-            # Coming from RESP: hiredis may hold a partial array (see _idle); drop it.
-            self._reader = hiredis.Reader()
-            self._pending = 0
-            self._line_ended = True
-        buf = data if self._inline is None else self._inline + data
-        newline = buf.find(b"\n")
-        if newline < 0:
-            if len(buf) > limits.MAX_INLINE_BYTES:
-                raise ClientProtocolError("Protocol error: too big inline request")
-            self._inline = buf
-            return b""
-        self._inline = None
-        if newline > limits.MAX_INLINE_BYTES:
-            raise ClientProtocolError("Protocol error: too big inline request")
-        line = buf[:newline]
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        args = split_inline(line)
-        if args:
-            commands.append(args)
-        return buf[newline + 1:]
+_Parser = native.RequestParser if native is not None else PythonRequestParser
+
+
+def RequestReader(max_request_bytes: int = limits.MAX_REQUEST_BYTES):
+    """A parser for one client connection: `feed(data)` returns the complete commands
+    (non-empty lists of bytes); after malformed input `error` holds the protocol error's
+    text (the commands before it are still returned; Redis runs them too), the caller
+    answers `-ERR <error>` and closes, and nothing more is fed."""
+    return _Parser(split_inline, ClientProtocolError, max_request_bytes,
+                   limits.MAX_BULK_BYTES, limits.MAX_ARGUMENTS, limits.MAX_INLINE_BYTES)
 
 
 _ESCAPES = {ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t", ord("b"): b"\b", ord("a"): b"\a"}

@@ -66,14 +66,44 @@ def test_inline_line_split_across_reads():
 
 
 @pytest.mark.parametrize("data, text", [
-    (b"*2\r\n$3\r\nGET\r\nXYZ", "Protocol error"),
-    (b"*1\r\n:1\r\n", "expected '$'"),
-    (b"*99999999999\r\n", "invalid multibulk length"),
+    (b"*2\r\n$3\r\nGET\r\nXYZ\r\n", "Protocol error: expected '$', got 'X'"),
+    (b"*1\r\n:1\r\n", "Protocol error: expected '$', got ':'"),
+    (b"*1\r\n\r\n", "Protocol error: expected '$', got ' '"),  # CR shown as a space
+    (b"*99999999999\r\n", "Protocol error: invalid multibulk length"),
+    (b"*01\r\n", "Protocol error: invalid multibulk length"),  # Redis's string2ll
+    (b"*1\r\n$04\r\nPING\r\n", "Protocol error: invalid bulk length"),
+    (b"*1\r\n$-1\r\n", "Protocol error: invalid bulk length"),
+    (b'PING "a\r\n', "Protocol error: unbalanced quotes in request"),
 ])
-def test_malformed_requests_set_an_error(data, text):
+def test_malformed_requests_set_redis_error_text(data, text):
     reader = RequestReader()
     reader.feed(data)
-    assert text in str(reader.error)
+    assert reader.error == text
+
+
+@pytest.mark.parametrize("data", [
+    b"*2\r\n$3\r\nGET\r\nXYZ",  # a header line without its CR: more may come
+    b"*1\r\n\x00\r\n",  # a NUL before the CR: Redis's strchr stops there
+    b"PING\x00\r\n",
+])
+def test_incomplete_lines_wait_as_in_redis(data):
+    reader = RequestReader()
+    assert reader.feed(data) == []
+    assert reader.error is None
+    assert reader.buffered() > 0
+
+
+def test_empty_and_null_arrays_are_skipped_and_elements_tails_unchecked():
+    reader = RequestReader()
+    assert reader.feed(b"*0\r\n*-1\r\n*1\r\n$4\r\nPINGxx*1\r\n$4\r\nPING\r\n") == [
+        [b"PING"], [b"PING"]]
+    assert reader.error is None
+
+
+def test_nested_array_headers_are_refused_at_once():
+    reader = RequestReader()
+    assert reader.feed(b"*1048576\r\n*1048576\r\n") == []
+    assert reader.error == "Protocol error: expected '$', got '*'"
 
 
 def test_a_line_not_starting_with_star_is_inline_as_in_redis():
@@ -105,15 +135,14 @@ def test_null_and_empty_arrays_are_ignored():
 
 
 @pytest.mark.parametrize("value_size", [10, 4096, 20_000, 70_000])
-def test_a_read_larger_than_a_feed_slice_gives_every_command(value_size):
-    # hiredis is fed FEED_BYTES at a time: commands cut by a slice boundary, values
-    # longer than a slice, then an inline command and malformed bytes after them.
-    from proxy.resp.reader import FEED_BYTES
-
-    count = max(40, 3 * FEED_BYTES // value_size)
+def test_a_large_read_gives_every_command(value_size):
+    # Many commands in one read (the parser's buffer grows past its first 4 KiB, values
+    # longer than that), then an inline command and malformed bytes after them.
+    slice_bytes = 16 * 1024
+    count = max(40, 3 * slice_bytes // value_size)
     cmds = [[b"SET", b"key:%d" % i, bytes([65 + i % 26]) * value_size] for i in range(count)]
     stream = pack(cmds)
-    assert len(stream) > 2 * FEED_BYTES
+    assert len(stream) > 2 * slice_bytes
     reader = RequestReader()
     assert reader.feed(stream + b"PING\r\n") == [*cmds, [b"PING"]]
     assert reader.error is None

@@ -31,10 +31,15 @@ from proxy.backends import Reply, Waiter
 from proxy.backends.redis.tls import describe_handshake_error
 from proxy.errors import UpstreamError
 from proxy.resp import writer
-from proxy.resp.reader import FEED_BYTES
 from proxy.resp.writer import command as pack_request
 
 log = logging.getLogger("cachecloak.upstream")
+
+# hiredis is fed at most this much of a read at a time, and drained in between.  Once it
+# has read 1 KiB of its buffer it moves the unread rest to the front at every reply it
+# returns: fed a whole 256 KiB read of 4 KiB values, it spent 30 us per value moving
+# bytes, and about 0.6 us fed 16 KiB at a time.
+FEED_BYTES = 16 * 1024
 
 DOWN, CONNECTING, HANDSHAKE, READY = "down", "connecting", "handshake", "ready"
 
