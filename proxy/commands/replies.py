@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from proxy.cache import DecryptRefused
 from proxy.resp import writer
-from proxy.resp.writer import NULL_ARRAY, NULL_BULK
+from proxy.resp.writer import NULL_ARRAY, NULL_BULK, OK
 
 
 def status(client, ctx, reply) -> bytes:
-    return b"+" + reply + b"\r\n"
+    return OK if reply == b"OK" else b"+" + reply + b"\r\n"
 
 
 def integer(client, ctx, reply) -> bytes:
@@ -68,7 +68,7 @@ def status_or_nil(client, ctx, reply) -> bytes:
     """SET without GET: +OK, or nil when NX/XX prevented the write."""
     if reply is None:
         return NULL_BULK[client.proto]
-    return b"+" + reply + b"\r\n"
+    return OK if reply == b"OK" else b"+" + reply + b"\r\n"
 
 
 def plaintext_length(client, ctx, reply) -> bytes:

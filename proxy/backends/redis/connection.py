@@ -389,8 +389,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._last_progress = time.monotonic()
         waiters = self._waiters
         reader = self._reader
-        screen = self.settings.redirects_are_errors
-        touched = set()
+        touched = []  # clients to flush, in order; consecutive replies are mostly one's
+        last = None
         try:
             while True:
                 reply = reader.gets()
@@ -404,22 +404,36 @@ class UpstreamConnection(asyncio.Protocol):
                 if not waiters:
                     raise hiredis.ProtocolError("reply without a pending command")
                 waiter = waiters.popleft()
-                if screen and type(reply) is hiredis.ReplyError:
-                    reply = self._screen_redirect(reply)
-                waiter.complete(reply)
-                if waiter.client is not None:
-                    touched.add(waiter.client)
+                if type(reply) is not hiredis.ReplyError:
+                    waiter.complete(reply)
+                elif not self._error_reply(waiter, reply):
+                    if waiter.client is not None:
+                        touched.append(waiter.client)
+                    break
+                client = waiter.client
+                if client is not last and client is not None:
+                    touched.append(client)
+                    last = client
                 if self._waiters is not waiters:
                     break  # the connection was abandoned (a failed handshake step)
-                if (self._follow_primary and type(reply) is hiredis.ReplyError
-                        and str(reply).startswith("READONLY")):
-                    self._broken("the server became a replica (READONLY)")
-                    self.retry_now()  # find the new primary now, not after the backoff
-                    break
         except hiredis.ProtocolError:
             self._broken("Redis sent an invalid reply")
+        if len(touched) > 1:
+            touched = dict.fromkeys(touched)  # each client once
         for client in touched:
             client.flush()
+
+    def _error_reply(self, waiter, reply: hiredis.ReplyError) -> bool:
+        """Hand an error reply to its waiter; False when the connection must stop
+        reading (the server became a replica)."""
+        if self.settings.redirects_are_errors:
+            reply = self._screen_redirect(reply)
+        waiter.complete(reply)
+        if self._follow_primary and str(reply).startswith("READONLY"):
+            self._broken("the server became a replica (READONLY)")
+            self.retry_now()  # find the new primary now, not after the backoff
+            return False
+        return True
 
     def _screen_redirect(self, reply: hiredis.ReplyError) -> hiredis.ReplyError:
         """A MOVED or ASK outside cluster mode becomes an error naming the fix.
