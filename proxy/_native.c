@@ -856,7 +856,7 @@ static int Parser_keep(ParserObject *self, const char *p, Py_ssize_t n) {
         self->buf = grown;
         self->cap = cap;
     }
-    memmove(self->buf, p, (size_t)n);
+    if (n > 0) memmove(self->buf, p, (size_t)n); /* buf is NULL while nothing is held */
     self->len = n;
     self->pos = 0;
     return 0;
