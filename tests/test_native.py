@@ -29,6 +29,7 @@ from proxy.crypto.envelope import OVERHEAD, PythonGcm
 from proxy.crypto.hashing import _FORMAT, KeyHasher
 from proxy.crypto.keys import derive_aes_key, derive_hmac_key, derive_key_id
 from proxy.resp import writer
+from tests.fuzz.properties import check_twin_parsers, run_parser, twin_parsers
 from tests.servers import REPO_ROOT
 
 try:
@@ -318,28 +319,6 @@ caches:
 
 # -- the request parser: C and Python twins, the same bytes split the same ways -----------
 
-def _parsers(max_request_bytes: int = 1 << 20):
-    from proxy.errors import ClientProtocolError
-    from proxy.resp import limits
-    from proxy.resp.reader import PythonRequestParser, split_inline
-
-    made = []
-    for kind in (_native.RequestParser, PythonRequestParser):
-        made.append(kind(split_inline, ClientProtocolError, max_request_bytes, 1 << 16,
-                         1000, limits.MAX_INLINE_BYTES))
-    return made
-
-
-def _run(parser, pieces_):
-    commands, held = [], []
-    for piece in pieces_:
-        commands.append(parser.feed(piece))
-        held.append(parser.buffered())
-        if parser.error is not None:
-            break
-    return commands, held, parser.error
-
-
 PARSER_TOKENS = [b"*", b"$", b"\r\n", b"\n", b"\r", b"\x00", b"0", b"1", b"2", b"3", b"-1",
                  b"01", b" ", b'"', b"'", b"\\x41", b"+", b":", b"PING", b"a",
                  b"*1\r\n$4\r\nPING\r\n", b"*2\r\n", b"$3\r\nabc\r\n", b"$0\r\n\r\n",
@@ -352,11 +331,7 @@ parser_input = st.one_of(st.binary(max_size=120), st.lists(
 @settings(max_examples=600, deadline=None)
 @given(parser_input, st.lists(st.integers(0, 200), max_size=6))
 def test_c_and_python_parsers_agree_on_any_bytes_split_anywhere(data, cuts):
-    from tests.fuzz.properties import pieces
-
-    split = pieces(data, cuts)
-    c, py = _parsers()
-    assert _run(c, split) == _run(py, split)
+    check_twin_parsers(data, cuts)
 
 
 @needs_native
@@ -365,16 +340,17 @@ def test_c_and_python_parsers_agree_on_limits_and_large_arguments():
     stream = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$%d\r\n%b\r\n" % (len(value), value)
     for step in (1, 7, 1000, 4096, len(stream)):
         split = [stream[i:i + step] for i in range(0, len(stream), step)]
-        c, py = _parsers()
-        got = _run(c, split)
-        assert got == _run(py, split)
+        c, py = twin_parsers()
+        got = run_parser(c, split)
+        assert got == run_parser(py, split)
         assert [cmd for batch in got[0] for cmd in batch] == [[b"SET", b"k", value]]
         assert got[1][-1] == 0  # nothing held back once the command is whole
     for data in (b"*1\r\n$65537\r\n", b"*1001\r\n", b"x" * 70000, b"*" + b"1" * 70000,
                  b"*2\r\n$1\r\na\r\n$" + b"9" * 70000):
-        c, py = _parsers()
-        assert _run(c, [data]) == _run(py, [data])
+        c, py = twin_parsers()
+        assert run_parser(c, [data]) == run_parser(py, [data])
         assert c.error is not None
-    c, py = _parsers(max_request_bytes=100)  # an unfinished command past the limit
+    c, py = twin_parsers(max_request_bytes=100)  # an unfinished command past the limit
     data = b"*1\r\n$5000\r\n" + b"x" * 200
-    assert _run(c, [data]) == _run(py, [data]) == ([[]], [0], "Protocol error: invalid bulk length")
+    expected = ([[]], [0], "Protocol error: invalid bulk length")
+    assert run_parser(c, [data]) == run_parser(py, [data]) == expected

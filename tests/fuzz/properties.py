@@ -99,6 +99,42 @@ def reader_peak_allocation(data: bytes, cuts: Iterable[int] = ()) -> int:
     return peak - base
 
 
+def twin_parsers(max_request_bytes: int = 1 << 20) -> list:
+    """The C request parser and its Python twin, with the same (smaller) limits; only
+    the Python one where proxy._native is not built."""
+    from proxy.errors import ClientProtocolError
+    from proxy.resp.reader import PythonRequestParser, split_inline
+
+    kinds: list = [PythonRequestParser]
+    try:
+        from proxy import _native
+    except ImportError:
+        pass
+    else:
+        kinds.insert(0, _native.RequestParser)
+    return [kind(split_inline, ClientProtocolError, max_request_bytes, 1 << 16, 1000,
+                 limits.MAX_INLINE_BYTES) for kind in kinds]
+
+
+def run_parser(parser, split: list[bytes]) -> tuple[list, list[int], str | None]:
+    """What a parser returns for each piece, what it holds back after each, its error."""
+    commands, held = [], []
+    for piece in split:
+        commands.append(parser.feed(piece))
+        held.append(parser.buffered())
+        if parser.error is not None:
+            break
+    return commands, held, parser.error
+
+
+def check_twin_parsers(data: bytes, cuts: Iterable[int] = ()) -> None:
+    """The C parser and its Python twin: the same commands after every piece, the same
+    bytes held back, the same error."""
+    split = pieces(data, cuts)
+    results = [run_parser(parser, split) for parser in twin_parsers()]
+    assert all(result == results[0] for result in results), (data, list(cuts))
+
+
 def check_reader_allocation(data: bytes, cuts: Iterable[int] = ()) -> None:
     peak = reader_peak_allocation(data, cuts)
     bound = 4 * len(data) + READER_OVERHEAD_BYTES
