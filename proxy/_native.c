@@ -1,16 +1,19 @@
 /*
- * proxy._native: the per-command cryptography and request packing in C.
+ * proxy._native: the per-command work in C: splitting a client's requests, the stored
+ * name's HMAC, the AES-GCM value envelope, and packing the upstream request.
  *
- * Each function here has a pure-Python twin that stays the reference (hashing.py,
+ * Each part has a Python twin that stays the reference (resp/reader.py, hashing.py,
  * envelope.py, resp/writer.py); tests/test_native.py checks that both give the same
- * bytes for the same inputs, and `CACHECLOAK_NATIVE=0` runs the proxy on the twins.
- * The proxy uses this module when it was built (it needs a C compiler and OpenSSL's
- * headers at install time) and says at startup which path it runs.
+ * results for the same inputs, tests/resp/test_reader_vs_redis.py checks the request
+ * framing against redis-server itself, and `CACHECLOAK_NATIVE=0` runs the proxy on the
+ * twins.  The proxy uses this module when it was built (a C compiler and OpenSSL's
+ * headers at install time) and says at startup which one runs (proxy/speedups.py).
  *
- * Why C: under load the proxy spent about 5 of its 10 microseconds per request in
- * Python around three small computations (the stored name's HMAC, the AES-GCM envelope,
- * the upstream request's RESP array), each a handful of calls into C with Python
- * objects made in between.  Done here in one call each, they cost a fraction of that.
+ * Why C: under load the proxy spent about half of its CPU per request in Python around
+ * these four small computations, each a handful of calls into C with Python objects
+ * made in between.  Done here in one call each, they cost a fraction of that.
+ * Dispatch, reply ordering and everything that decides what a command means stay in
+ * Python.
  *
  * Must never: log, keep a plaintext after returning, or put a key, a value or key
  * material into an exception message.  Key material lives in OpenSSL contexts and in

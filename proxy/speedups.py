@@ -1,9 +1,10 @@
 """Whether the proxy runs its per-command work in C (proxy/_native.c) or in Python.
 
-The C module holds three things the proxy does for nearly every command: the stored
-name's HMAC (crypto/hashing.py), the AES-GCM envelope (crypto/envelope.py) and the
-upstream request's RESP array (resp/writer.py).  Each of those modules keeps its
-pure-Python twin as the reference; tests/test_native.py checks both give the same bytes.
+The C module holds four things the proxy does for nearly every command: splitting the
+client's requests (resp/reader.py), the stored name's HMAC (crypto/hashing.py), the
+AES-GCM envelope (crypto/envelope.py) and the upstream request's RESP array
+(resp/writer.py).  Each of those modules keeps its pure-Python twin as the reference;
+tests/test_native.py checks both give the same results.
 
 The C module is built at install time when a C compiler and OpenSSL's headers are there
 (setup.py; it is optional).  `CACHECLOAK_NATIVE=0` in the environment runs the Python
@@ -34,5 +35,5 @@ def summary() -> str:
     """One line for the startup log."""
     if native is not None:
         return f"per-command crypto and packing: {description}"
-    return (f"per-command crypto and packing: pure Python, about 1.5x the CPU per "
-            f"request ({description})")
+    return (f"per-command crypto and packing: pure Python, two to four times the CPU "
+            f"per command ({description})")

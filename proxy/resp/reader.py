@@ -32,7 +32,7 @@ _STAR = 0x2A
 _DOLLAR = 0x24
 
 
-def _line_end(buf: bytearray, pos: int, char: bytes) -> int:
+def _line_end(buf: bytes, pos: int, char: bytes) -> int:
     """Redis's strchr(buf + pos, char) on a NUL-terminated buffer: -1 if a NUL is first."""
     end = buf.find(char, pos)
     if end < 0 or buf.find(b"\0", pos, end) >= 0:
@@ -41,10 +41,14 @@ def _line_end(buf: bytearray, pos: int, char: bytes) -> int:
 
 
 class PythonRequestParser:
-    """The Python twin of proxy._native.RequestParser: same arguments, same results."""
+    """The Python twin of proxy._native.RequestParser: same arguments, same results.
 
-    __slots__ = ("_buf", "_reqtype", "_multibulklen", "_bulklen", "_args", "_pending",
-                 "_max_request_bytes", "_max_bulk_bytes", "_max_arguments",
+    A read is parsed where it lies; only an unfinished command's tail is kept, and a
+    long argument arriving in pieces is parsed again only once all of it is there.
+    """
+
+    __slots__ = ("_held", "_need", "_reqtype", "_multibulklen", "_bulklen", "_args",
+                 "_pending", "_max_request_bytes", "_max_bulk_bytes", "_max_arguments",
                  "_max_inline_bytes", "_split_inline", "_error_type", "error")
 
     def __init__(self, split_inline, error_type, max_request_bytes: int, max_bulk_bytes: int,
@@ -55,7 +59,8 @@ class PythonRequestParser:
         self._max_bulk_bytes = max_bulk_bytes
         self._max_arguments = max_arguments
         self._max_inline_bytes = max_inline_bytes
-        self._buf = bytearray()
+        self._held = bytearray()  # an unfinished command's unparsed tail
+        self._need = 0  # parse again once _held has this many bytes
         self.error: str | None = None
         self._reset_command()
 
@@ -67,29 +72,78 @@ class PythonRequestParser:
         self._pending = 0
 
     def buffered(self) -> int:
-        return len(self._buf)
+        return len(self._held)
 
     def feed(self, data: bytes) -> list[list[bytes]]:
         if self.error is not None:
             raise RuntimeError("the request stream already failed")
-        buf = self._buf
-        buf += data
+        held = self._held
+        if held:
+            held += data
+            if len(held) < self._need:  # still inside one long argument
+                if self._pending + len(held) > self._max_request_bytes:
+                    self._fail("invalid bulk length")
+                    held.clear()
+                return []
+            data = bytes(held)
+            held.clear()
         commands: list[list[bytes]] = []
-        pos = self._parse(buf, commands)
-        if self.error is not None:
-            buf.clear()
-        elif pos:
-            del buf[:pos]  # an unfinished argument stays at the front: moved once
+        pos = self._parse(data, commands)
+        if self.error is None and pos < len(data):
+            held += data[pos:]
         return commands
 
     def _fail(self, text: str) -> int:
         self.error = f"Protocol error: {text}"
         return 0
 
-    def _parse(self, buf: bytearray, commands: list[list[bytes]]) -> int:
+    def _whole_arrays(self, buf: bytes, commands: list[list[bytes]]) -> int:
+        """The common case, quickly: whole, well-formed arrays at a command boundary.
+
+        Takes only what the step-by-step parser below would take the same way (canonical
+        counts and lengths, every argument complete, within the limits) and stops,
+        consuming nothing of it, at the first command that is anything else; the
+        step-by-step parser then takes over from there."""
         pos, n = 0, len(buf)
+        max_bulk, max_args = self._max_bulk_bytes, self._max_arguments
+        max_request = self._max_request_bytes
+        while pos < n and buf[pos] == _STAR:
+            cr = buf.find(b"\r", pos + 1)
+            if cr < 0 or cr + 2 > n:
+                break
+            count = buf[pos + 1:cr]
+            if (not count.isdigit() or (count[0] == 0x30) or len(count) > 7
+                    or int(count) > max_args):
+                break
+            p = cr + 2
+            args = []
+            for _ in range(int(count)):
+                cr = buf.find(b"\r", p + 1)
+                if p >= n or buf[p] != _DOLLAR or cr < 0 or cr + 2 > n:
+                    return pos
+                length = buf[p + 1:cr]
+                if (not length.isdigit() or (length[0] == 0x30 and len(length) > 1)
+                        or len(length) > 10):
+                    return pos
+                length = int(length)
+                p = cr + 2
+                if length > max_bulk or p + length + 2 > n:
+                    return pos
+                args.append(buf[p:p + length])
+                p += length + 2
+            if p - pos > max_request:
+                break
+            commands.append(args)
+            pos = p
+        return pos
+
+    def _parse(self, buf: bytes, commands: list[list[bytes]]) -> int:
+        """Parse buf from 0; returns where the unparsed tail starts (and sets _need)."""
+        pos = self._whole_arrays(buf, commands) if self._reqtype is None else 0
+        n = len(buf)
         while pos < n:
             avail = n - pos
+            self._need = avail + 1  # a header or line: look again at the next byte
             if self._reqtype is None:
                 self._reqtype = b"*" if buf[pos] == _STAR else b"i"
             if self._reqtype == b"i":
@@ -100,7 +154,7 @@ class PythonRequestParser:
                     return pos
                 end = newline - 1 if newline > pos and buf[newline - 1] == 0x0D else newline
                 try:
-                    argv = self._split_inline(bytes(buf[pos:end]))
+                    argv = self._split_inline(buf[pos:end])
                 except self._error_type as exc:
                     self.error = str(exc)
                     return pos
@@ -117,7 +171,7 @@ class PythonRequestParser:
                     return pos
                 if cr - pos > avail - 2:
                     return pos
-                count = string2ll(bytes(buf[pos + 1:cr]))
+                count = string2ll(buf[pos + 1:cr])
                 if count is None or count > self._max_arguments:
                     return self._fail("invalid multibulk length")
                 self._pending += cr + 2 - pos
@@ -141,7 +195,7 @@ class PythonRequestParser:
                     # As Redis's reply: CR and LF become spaces, a NUL ends the text.
                     got = {0x0D: " ", 0x0A: " ", 0x00: ""}.get(buf[pos], chr(buf[pos]))
                     return self._fail("expected '$', got '" + got + ("'" if got else ""))
-                length = string2ll(bytes(buf[pos + 1:cr]))
+                length = string2ll(buf[pos + 1:cr])
                 if length is None or length < 0 or length > self._max_bulk_bytes:
                     return self._fail("invalid bulk length")
                 self._pending += cr + 2 - pos
@@ -153,8 +207,9 @@ class PythonRequestParser:
             if avail < length + 2:
                 if self._pending + avail > self._max_request_bytes:
                     self._fail("invalid bulk length")
+                self._need = length + 2
                 return pos
-            self._args.append(bytes(buf[pos:pos + length]))
+            self._args.append(buf[pos:pos + length])
             pos += length + 2
             self._pending += length + 2
             self._bulklen = -1
