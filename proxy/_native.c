@@ -729,6 +729,18 @@ static const char *c_strchr(const char *p, Py_ssize_t n, char c) {
     return NULL;
 }
 
+/* The header line at q: 1 with *cr at its CR, or 0 while the line (and the byte after
+ * its CR, which Redis skips unchecked) is not all there; past the inline limit that is
+ * the protocol error `too_big` (0, with self->error set).  -1 on a Python error. */
+static int header_end(ParserObject *self, const char *q, Py_ssize_t avail,
+                      const char *too_big, const char **cr) {
+    *cr = c_strchr(q, avail, '\r');
+    if (!*cr) {
+        return avail > self->max_inline_bytes ? Parser_fail(self, too_big) : 0;
+    }
+    return *cr - q <= avail - 2;
+}
+
 /* Parse from p[*pos:n].  Complete commands go to `commands`.  Returns 0 when it needs
  * more bytes or found a protocol error (self->error), -1 on a Python error. */
 static int Parser_parse(ParserObject *self, const char *p, Py_ssize_t n, Py_ssize_t *pos,
@@ -775,12 +787,9 @@ static int Parser_parse(ParserObject *self, const char *p, Py_ssize_t n, Py_ssiz
         }
 
         if (self->multibulklen == 0) { /* the array header */
-            const char *cr = c_strchr(q, avail, '\r');
-            if (!cr) {
-                if (avail > self->max_inline_bytes) return Parser_fail(self, "too big mbulk count string");
-                return 0;
-            }
-            if (cr - q > avail - 2) return 0; /* the '\n' is not there yet */
+            const char *cr;
+            int found = header_end(self, q, avail, "too big mbulk count string", &cr);
+            if (found <= 0) return found;
             long long count;
             if (!strict_ll(q + 1, cr - (q + 1), &count) || count > self->max_arguments)
                 return Parser_fail(self, "invalid multibulk length");
@@ -798,12 +807,9 @@ static int Parser_parse(ParserObject *self, const char *p, Py_ssize_t n, Py_ssiz
         }
 
         if (self->bulklen == -1) { /* an argument's header */
-            const char *cr = c_strchr(q, avail, '\r');
-            if (!cr) {
-                if (avail > self->max_inline_bytes) return Parser_fail(self, "too big bulk count string");
-                return 0;
-            }
-            if (cr - q > avail - 2) return 0;
+            const char *cr;
+            int found = header_end(self, q, avail, "too big bulk count string", &cr);
+            if (found <= 0) return found;
             if (q[0] != '$') {
                 /* As Redis's reply: CR and LF become spaces, a NUL ends the text. */
                 char got = q[0] == '\r' || q[0] == '\n' ? ' ' : q[0];

@@ -29,6 +29,7 @@ from proxy.crypto.envelope import OVERHEAD, PythonGcm
 from proxy.crypto.hashing import _FORMAT, KeyHasher
 from proxy.crypto.keys import derive_aes_key, derive_hmac_key, derive_key_id
 from proxy.resp import writer
+from tests.crypto.nonces import nonces, nonces_in_forked_child
 from tests.fuzz.properties import check_twin_parsers, run_parser, twin_parsers
 from tests.servers import REPO_ROOT
 
@@ -171,25 +172,12 @@ def test_c_open_refuses_another_keys_envelope():
 @needs_native
 def test_c_nonces_are_fresh_and_not_shared_with_a_forked_child():
     c, _ = _twins()
-    parent_before = {c.seal(0, b"k", b"")[5:17] for _ in range(600)}
+    parent_before = set(nonces(lambda: c.seal(0, b"k", b""), 600))
     assert len(parent_before) == 600
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        try:
-            os.write(write, b"".join(c.seal(0, b"k", b"")[5:17] for _ in range(300)))
-        finally:
-            os._exit(0)
-    os.close(write)
-    child = b""
-    while chunk := os.read(read, 65536):
-        child += chunk
-    os.close(read)
-    os.waitpid(pid, 0)
-    parent_after = [c.seal(0, b"k", b"")[5:17] for _ in range(300)]
-    child_nonces = {child[i:i + 12] for i in range(0, len(child), 12)}
+    child_nonces = nonces_in_forked_child(lambda: c.seal(0, b"k", b""), 300)
+    parent_after = set(nonces(lambda: c.seal(0, b"k", b""), 300))
     assert len(child_nonces) == 300
-    assert not child_nonces & set(parent_after)
+    assert not child_nonces & parent_after
     assert not child_nonces & parent_before
 
 

@@ -137,6 +137,16 @@ class PythonRequestParser:
             pos = p
         return pos
 
+    def _header_end(self, buf: bytes, pos: int, avail: int, what: str) -> int:
+        """Where the header line at pos has its CR, or -1 while the line (and the byte
+        after its CR) is not all there; past the inline limit that is an error."""
+        cr = _line_end(buf, pos, b"\r")
+        if cr < 0:
+            if avail > self._max_inline_bytes:
+                self._fail(f"too big {what} count string")
+            return -1
+        return cr if cr - pos <= avail - 2 else -1
+
     def _parse(self, buf: bytes, commands: list[list[bytes]]) -> int:
         """Parse buf from 0; returns where the unparsed tail starts (and sets _need)."""
         pos = self._whole_arrays(buf, commands) if self._reqtype is None else 0
@@ -164,12 +174,8 @@ class PythonRequestParser:
                 self._reset_command()
                 continue
             if self._multibulklen == 0:  # the array header
-                cr = _line_end(buf, pos, b"\r")
+                cr = self._header_end(buf, pos, avail, "mbulk")
                 if cr < 0:
-                    if avail > self._max_inline_bytes:
-                        self._fail("too big mbulk count string")
-                    return pos
-                if cr - pos > avail - 2:
                     return pos
                 count = string2ll(buf[pos + 1:cr])
                 if count is None or count > self._max_arguments:
@@ -184,12 +190,8 @@ class PythonRequestParser:
                 self._args = []
                 continue
             if self._bulklen == -1:  # an argument's header
-                cr = _line_end(buf, pos, b"\r")
+                cr = self._header_end(buf, pos, avail, "bulk")
                 if cr < 0:
-                    if avail > self._max_inline_bytes:
-                        self._fail("too big bulk count string")
-                    return pos
-                if cr - pos > avail - 2:
                     return pos
                 if buf[pos] != _DOLLAR:
                     # As Redis's reply: CR and LF become spaces, a NUL ends the text.

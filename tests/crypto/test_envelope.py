@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from proxy.crypto import DecryptError, ValueSealer, derive_key_id
 from proxy.crypto.envelope import NONCE_BYTES, OVERHEAD, VERSION
+from tests.crypto.nonces import nonces, nonces_in_forked_child
 
 KEY_A = bytes(range(32))
 KEY_B = bytes(range(32, 64))
@@ -121,23 +122,7 @@ def test_nonces_read_in_batches_are_never_repeated():
 def test_a_forked_child_never_uses_the_nonces_its_parent_had_read():
     sealer = ValueSealer(KEY_A)
     sealer.seal(0, b"k", b"v")  # the pool now holds nonces read by this process
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: report the nonces it would use, then leave at once
-        try:
-            os.close(read_fd)
-            out = b"".join(sealer.seal(0, b"k", b"v")[5:5 + NONCE_BYTES] for _ in range(50))
-            os.write(write_fd, out)
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    child = b""
-    while chunk := os.read(read_fd, 4096):
-        child += chunk
-    os.close(read_fd)
-    os.waitpid(pid, 0)
-    parent = b"".join(sealer.seal(0, b"k", b"v")[5:5 + NONCE_BYTES] for _ in range(50))
-    child_nonces = {child[i:i + NONCE_BYTES] for i in range(0, len(child), NONCE_BYTES)}
-    parent_nonces = {parent[i:i + NONCE_BYTES] for i in range(0, len(parent), NONCE_BYTES)}
+    child_nonces = nonces_in_forked_child(lambda: sealer.seal(0, b"k", b"v"), 50)
+    parent_nonces = set(nonces(lambda: sealer.seal(0, b"k", b"v"), 50))
     assert len(child_nonces) == 50
     assert not child_nonces & parent_nonces
