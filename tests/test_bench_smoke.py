@@ -85,3 +85,12 @@ def test_quickest_run_against_one_target_writes_every_figure(tmp_path):
     assert memory["measured"] == idle["per_connection_kib"]
     assert (tmp_path / path.name.replace(".json", ".md")).read_text().startswith("Benchmark")
     assert "GET P1 100 B" in done.stdout
+
+
+@pytest.mark.parametrize("encrypted", [True, False], ids=["encrypted", "plain"])
+@pytest.mark.parametrize("command", ["get", "set"])
+def test_in_process_harness_checks_its_round_trip_and_reports_figures(encrypted, command):
+    from bench.inprocess import measure
+
+    request, reply = measure(encrypted, command, batch=4, rounds=20, repeat=1)
+    assert request > 0 and reply > 0
