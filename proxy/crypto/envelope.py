@@ -5,7 +5,8 @@ Wire format, version 1 (in the spirit of Google Tink's output prefix):
     offset  size  field
     0       1     version, 0x01
     1       4     key identifier (HKDF of the configured key, see keys.py)
-    5       12    nonce, fresh from os.urandom for every write (read in batches)
+    5       12    nonce, fresh for every write (read in batches: os.urandom here,
+                  OpenSSL's RAND_bytes in proxy._native.Gcm)
     17      n     ciphertext (same length as the plaintext)
     17+n    16    GCM tag
 
