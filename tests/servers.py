@@ -7,6 +7,7 @@ mocks Redis.  Ports come from the kernel (bind to port 0), so tests can run in p
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -256,3 +257,12 @@ def encode_command(args) -> bytes:
             a = str(a).encode()
         out.append(b"$%d\r\n%s\r\n" % (len(a), a))
     return b"".join(out)
+
+
+def info_fields(port: int, section: str = "cachecloak") -> dict[str, str]:
+    """An INFO section's fields as the server wrote them.  Read raw: redis-py's INFO
+    parser turns values that look like numbers into ints, so a key id of eight decimal
+    digits such as "09971228" (one in about 40) would lose its leading zero."""
+    with RawClient(port) as client:
+        text = client.call("INFO", section).decode()
+    return dict(re.findall(r"^(\w+):(.*?)\r$", text, re.M))

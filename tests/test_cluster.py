@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 import threading
 import time
 
@@ -33,7 +32,14 @@ from proxy.config.schema import CacheConfig, RedisConfig
 from proxy.crypto import KeyHasher
 from tests.cluster_servers import RedisCluster, start_cluster
 from tests.proxyproc import wait_until
-from tests.servers import RawClient, encode_command, free_port, start_proxy, start_redis
+from tests.servers import (
+    RawClient,
+    encode_command,
+    free_port,
+    info_fields,
+    start_proxy,
+    start_redis,
+)
 
 ENC = "3c" * 32
 HASH = "4d" * 32
@@ -84,12 +90,6 @@ def standalone():
     server = start_redis()
     yield server
     server.stop()
-
-
-def info_fields(port: int) -> dict[str, str]:
-    with RawClient(port) as client:
-        text = client.call("INFO", "cachecloak").decode()
-    return dict(re.findall(r"^(\w+):(.*?)\r$", text, re.M))
 
 
 def stored(key: str, db: int = 0) -> bytes:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.proxyproc import run_cli, start_proxy_listeners, wait_until
-from tests.servers import ProxyProcess, RawClient, free_port, start_proxy
+from tests.servers import ProxyProcess, RawClient, free_port, info_fields, start_proxy
 
 pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated:DeprecationWarning")
 
@@ -126,7 +126,7 @@ def stored_items(upstream) -> dict[bytes, bytes]:
 
 
 def info_field(client, field: str) -> str:
-    return str(client.info("cachecloak")[field])
+    return info_fields(client.connection_pool.connection_kwargs["port"])[field]
 
 
 def find_hash_tag(key: bytes) -> bytes | None:
