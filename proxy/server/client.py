@@ -84,6 +84,17 @@ class Slot:
 
 
 class ClientConnection(asyncio.Protocol):
+    # Declared: a connection has more attributes than CPython 3.11 shares dict keys for
+    # (30), and without sharing every `self.x` on the hot path is a hash lookup.
+    __slots__ = (
+        "server", "listener", "listener_port", "password", "rejected", "cache", "io",
+        "stats", "route", "transport", "reader", "_slots", "_out", "_backlog", "_blocked",
+        "_closing", "_closed", "_paused", "_write_paused", "id", "lib_name", "lib_ver",
+        "created", "last_active", "last_command", "peer", "local", "fd",
+        # connection state (reset_state) and what command handlers keep on it
+        "db", "proto", "name", "authenticated", "multi", "capture", "watch", "wait_epoch",
+        "auth_failure_logged", "__weakref__")
+
     def __init__(self, server, listener, cache):
         self.server = server
         self.listener = listener
