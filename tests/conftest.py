@@ -15,6 +15,9 @@ from tests import secrets_registry
 from tests.differential import proxy_config
 from tests.servers import start_proxy, start_redis
 
+# The client-compatibility modules share their proxy fixture (client_proxy).
+pytest_plugins = ["tests.clients.support"]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def logs_hold_no_secrets():

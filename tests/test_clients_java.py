@@ -17,13 +17,11 @@ import pytest
 from tests.clients.support import (
     JAVA_DIR,
     assert_only_ciphertext,
-    client_proxy_config,
     ensure_java_build,
     java_toolchain_missing,
     pom_versions,
     run_workload,
 )
-from tests.servers import start_proxy
 
 pytestmark = [
     pytest.mark.skipif(java_toolchain_missing() is not None,
@@ -46,30 +44,22 @@ def classpath():
     return ensure_java_build()
 
 
-@pytest.fixture(scope="module")
-def proxy(redis_server):
-    proc = start_proxy(client_proxy_config(redis_server.port))
-    yield proc
-    code = proc.stop()
-    assert code == 0, proc.log()
-
-
 def test_pinned_versions_are_named():
     # The README's compatibility matrix names these versions.
     assert set(pom_versions()) == {"jedis", "lettuce"}
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_java_client_workload(classpath, proxy, redis_server, variant):
+def test_java_client_workload(classpath, client_proxy, redis_server, variant):
     upstream = redis_server.client()
     upstream.flushall()  # the ciphertext check below then sees this variant's data only
     upstream.close()
     report = run_workload(["java", "-cp", classpath, "cachecloak.clients.Workload", variant,
-                           "127.0.0.1", str(proxy.port)], cwd=JAVA_DIR)
+                           "127.0.0.1", str(client_proxy.port)], cwd=JAVA_DIR)
     library, protocol = VARIANTS[variant]
     assert report["client"] == library
     assert report["protocol"] == protocol
     assert report["commands"] == 1000
     keys = assert_only_ciphertext(redis_server.port, report["written"], min_keys=250)
     assert keys >= 250
-    assert proxy.proc.poll() is None, proxy.log()
+    assert client_proxy.proc.poll() is None, client_proxy.log()

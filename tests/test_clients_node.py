@@ -18,12 +18,10 @@ import pytest
 
 from tests.clients.support import (
     assert_only_ciphertext,
-    client_proxy_config,
     ensure_node_modules,
     node_toolchain_missing,
     run_workload,
 )
-from tests.servers import start_proxy
 
 pytestmark = pytest.mark.skipif(node_toolchain_missing() is not None,
                                 reason=node_toolchain_missing() or "")
@@ -45,20 +43,12 @@ def node_dir():
     return ensure_node_modules()
 
 
-@pytest.fixture(scope="module")
-def proxy(redis_server):
-    proc = start_proxy(client_proxy_config(redis_server.port))
-    yield proc
-    code = proc.stop()
-    assert code == 0, proc.log()
-
-
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_node_client_workload(node_dir, proxy, redis_server, variant):
+def test_node_client_workload(node_dir, client_proxy, redis_server, variant):
     upstream = redis_server.client()
     upstream.flushall()  # the ciphertext check below then sees this variant's data only
     upstream.close()
-    report = run_workload(["node", "workload.js", variant, "127.0.0.1", str(proxy.port)],
+    report = run_workload(["node", "workload.js", variant, "127.0.0.1", str(client_proxy.port)],
                           cwd=node_dir)
     package, protocol = VARIANTS[variant]
     assert report["client"] == package
@@ -67,4 +57,4 @@ def test_node_client_workload(node_dir, proxy, redis_server, variant):
     # Everything it wrote went through seal and hash: Redis holds no plaintext of it.
     keys = assert_only_ciphertext(redis_server.port, report["written"], min_keys=250)
     assert keys >= 250
-    assert proxy.proc.poll() is None, proxy.log()
+    assert client_proxy.proc.poll() is None, client_proxy.log()

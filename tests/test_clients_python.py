@@ -28,8 +28,8 @@ from redis._parsers import (
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
-from tests.clients.support import assert_only_ciphertext, client_proxy_config
-from tests.servers import RawClient, start_proxy
+from tests.clients.support import assert_only_ciphertext
+from tests.servers import RawClient
 
 pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated:DeprecationWarning")
 
@@ -39,14 +39,6 @@ PARSERS = {  # (sync, asyncio) parser classes
     "hiredis": (_HiredisParser, _AsyncHiredisParser),
     "python": {2: (_RESP2Parser, _AsyncRESP2Parser), 3: (_RESP3Parser, _AsyncRESP3Parser)},
 }
-
-
-@pytest.fixture(scope="module")
-def proxy(redis_server):
-    proc = start_proxy(client_proxy_config(redis_server.port))
-    yield proc
-    code = proc.stop()
-    assert code == 0, proc.log()
 
 
 async def _(result):
@@ -176,9 +168,9 @@ async def _run_standalone(port: int, api: str, protocol: int, parser: str) -> li
 
 
 @pytest.mark.parametrize("api, protocol, parser", list(_standalone_variants()))
-def test_redis_py_workload(proxy, redis_server, api, protocol, parser):
+def test_redis_py_workload(client_proxy, redis_server, api, protocol, parser):
     redis_server.client().flushall()  # the check below then sees this variant's data only
-    written = asyncio.run(_run_standalone(proxy.port, api, protocol, parser))
+    written = asyncio.run(_run_standalone(client_proxy.port, api, protocol, parser))
     assert assert_only_ciphertext(redis_server.port, written, min_keys=250) >= 250
 
 
@@ -201,9 +193,9 @@ async def _run_cluster(port: int, api: str) -> list[str]:
 
 
 @pytest.mark.parametrize("api", ["sync", "asyncio"])
-def test_redis_py_cluster_client_workload(proxy, redis_server, api):
+def test_redis_py_cluster_client_workload(client_proxy, redis_server, api):
     redis_server.client().flushall()
-    written = asyncio.run(_run_cluster(proxy.port, api))
+    written = asyncio.run(_run_cluster(client_proxy.port, api))
     assert assert_only_ciphertext(redis_server.port, written, min_keys=250) >= 250
 
 
@@ -244,8 +236,8 @@ HANDSHAKES = [
 
 
 @pytest.mark.parametrize("proto", [2, 3])
-def test_connect_time_commands_get_the_replies_redis_gives(proxy, redis_server, proto):
-    with RawClient(redis_server.port) as direct, RawClient(proxy.port) as through:
+def test_connect_time_commands_get_the_replies_redis_gives(client_proxy, redis_server, proto):
+    with RawClient(redis_server.port) as direct, RawClient(client_proxy.port) as through:
         if proto == 3:
             for side in (direct, through):
                 assert side.call("HELLO", "3", "SETNAME", "wl-hello")[:1] == b"%"

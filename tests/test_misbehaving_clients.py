@@ -41,13 +41,6 @@ FD_SLACK = 2  # descriptors the proxy may hold above its count before the test
 POOL = 1  # poolSize of the cache: every client shares one upstream connection
 
 
-@pytest.fixture(scope="module")
-def redis_server():
-    server = start_redis()
-    yield server
-    server.stop()
-
-
 def cache_config(port: int, redis_server, guarded: int | None = None) -> str:
     """A listener on `port` (and one with a password on `guarded`) for one redis cache."""
     second = f"""\

@@ -36,7 +36,7 @@ import pytest
 
 from proxy.crypto import KeyHasher, derive_key_id
 from tests.proxyproc import proxy_env, run_cli, wait_until
-from tests.servers import start_proxy, start_redis
+from tests.servers import start_proxy
 
 KEY_A = secrets.token_hex(32)
 KEY_B = secrets.token_hex(32)
@@ -200,13 +200,6 @@ def assert_quiet(result: subprocess.CompletedProcess, r) -> None:
 
 
 # -- fixtures ------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def redis_server():
-    server = start_redis()
-    yield server
-    server.stop()
-
 
 @pytest.fixture(scope="module")
 def proxy_a(redis_server):

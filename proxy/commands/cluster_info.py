@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 
 from proxy.backends.redis.cluster import key_slot
-from proxy.commands.table import Command, dispatch_subcommand, register
+from proxy.commands.table import Command, dispatch_subcommand, register, subcommands
 from proxy.resp import writer
 
 SLOTS = 16384
@@ -148,12 +148,8 @@ def run_accept(client, args, endpoint):
     client.reply(writer.OK)
 
 
-def _subcommands(*commands: Command) -> dict[bytes, Command]:
-    return {c.name.split("|", 1)[1].encode(): c for c in commands}
-
-
 register(
-    Command("cluster", -2, run=dispatch_subcommand, subcommands=_subcommands(
+    Command("cluster", -2, run=dispatch_subcommand, subcommands=subcommands(
         Command("cluster|slots", 2, run=run_cluster_slots),
         Command("cluster|shards", 2, run=run_cluster_shards),
         Command("cluster|nodes", 2, run=run_cluster_nodes),

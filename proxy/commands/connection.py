@@ -24,6 +24,7 @@ from proxy.commands.table import (
     arity_error,
     dispatch_subcommand,
     register,
+    subcommands,
 )
 from proxy.metrics import cache_figures, listener_figures
 from proxy.resp import writer
@@ -394,10 +395,6 @@ def run_time(client, command, args):
                                str(now % 1_000_000).encode()]))
 
 
-def _subcommands(*commands: Command) -> dict[bytes, Command]:
-    return {c.name.split("|", 1)[1].encode(): c for c in commands}
-
-
 register(
     Command("ping", -1, run=run_ping),
     Command("echo", 2, run=run_echo),
@@ -408,7 +405,7 @@ register(
     Command("select", 2, run=run_select),
     Command("info", -1, run=run_info),
     Command("time", 1, run=run_time),
-    Command("client", -2, run=dispatch_subcommand, subcommands=_subcommands(
+    Command("client", -2, run=dispatch_subcommand, subcommands=subcommands(
         Command("client|setname", 3, run=run_client_setname),
         Command("client|getname", 2, run=run_client_getname),
         Command("client|id", 2, run=run_client_id),
@@ -416,7 +413,7 @@ register(
         Command("client|info", 2, run=run_client_info),
         Command("client|list", -2, run=run_client_list),
     )),
-    Command("command", -1, run=run_command, subcommands=_subcommands(
+    Command("command", -1, run=run_command, subcommands=subcommands(
         Command("command|count", 2, run=run_command_count),
         Command("command|info", -2, run=run_command_info),
         Command("command|docs", -2, run=run_command_docs),

@@ -126,6 +126,11 @@ def dispatch(client, args: list[bytes]) -> None:
     command.run(client, command, args)
 
 
+def subcommands(*commands: Command) -> dict[bytes, Command]:
+    """A container's table (CLIENT, CLUSTER): `client|setname` is found as b"setname"."""
+    return {c.name.split("|", 1)[1].encode(): c for c in commands}
+
+
 def dispatch_subcommand(client, command: Command, args: list[bytes]) -> None:
     """For containers (CLIENT, COMMAND): find and run the subcommand, as Redis does."""
     sub = command.subcommands.get(args[1].lower()) if command.subcommands else None

@@ -68,6 +68,18 @@ caches:
 
 # -- what Redis holds ------------------------------------------------------------------
 
+@pytest.fixture(scope="module")
+def client_proxy(redis_server):
+    """cachecloak in front of the module's Redis (client_proxy_config), for the client
+    modules (tests/conftest.py loads this module as a plugin); it must stop cleanly."""
+    from tests.servers import start_proxy
+
+    proc = start_proxy(client_proxy_config(redis_server.port))
+    yield proc
+    code = proc.stop()
+    assert code == 0, proc.log()
+
+
 def stored_items(redis_port: int) -> dict[bytes, tuple[bytes, list[bytes], list[bytes]]]:
     """Every key in Redis: its type, the parts that must be envelopes (string values, hash
     values, list elements) and the other stored parts (hash fields, set and sorted-set

@@ -170,22 +170,15 @@ def check_envelope(blob: bytes, db: int, stored_key: bytes, context: bytes | Non
 
 def check_tampered_envelope(value: bytes, db: int, stored_key: bytes, edit) -> None:
     """A sealed value changed by `edit` (bytes -> bytes) opens only if unchanged."""
-    blob = SEALER.seal(db, stored_key, value)
-    changed = edit(blob)
-    try:
-        opened = SEALER.open(db, stored_key, changed)
-    except DecryptError:
-        assert changed != blob
-    else:
-        assert changed == blob and opened == value
-    member = MEMBERS.seal(db, stored_key, value)
-    changed = edit(member)
-    try:
-        opened = MEMBERS.open(db, stored_key, changed)
-    except DecryptError:
-        assert changed != member
-    else:
-        assert changed == member and opened == value
+    for cipher in (SEALER, MEMBERS):
+        blob = cipher.seal(db, stored_key, value)
+        changed = edit(blob)
+        try:
+            opened = cipher.open(db, stored_key, changed)
+        except DecryptError:
+            assert changed != blob
+        else:
+            assert changed == blob and opened == value
 
 
 # ---------------------------------------------------------------------------------------
