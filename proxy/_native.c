@@ -443,10 +443,8 @@ static PyObject *Gcm_seal(GcmObject *self, PyObject *const *args, Py_ssize_t nar
  * failure, and Py_None (a new reference) when the envelope is not this key's (header),
  * is too short, or does not authenticate. */
 static PyObject *gcm_open_into(GcmObject *self, Py_ssize_t db, PyObject *stored,
-                               PyObject *blob, PyObject *context, Py_ssize_t before,
-                               Py_ssize_t after, Py_ssize_t *plain_len) {
-    Py_ssize_t total = PyBytes_GET_SIZE(blob);
-    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(blob);
+                               const unsigned char *b, Py_ssize_t total, PyObject *context,
+                               Py_ssize_t before, Py_ssize_t after, Py_ssize_t *plain_len) {
     if (total < OVERHEAD || memcmp(b, self->header, HEADER_BYTES) != 0) Py_RETURN_NONE;
     Py_ssize_t n = total - OVERHEAD;
     PyObject *out = PyBytes_FromStringAndSize(NULL, before + n + after);
@@ -480,31 +478,39 @@ static PyObject *Gcm_open(GcmObject *self, PyObject *const *args, Py_ssize_t nar
     Py_ssize_t db, n;
     PyObject *context;
     if (parse_envelope_args(args, nargs, "open", &db, &context) < 0) return NULL;
-    return gcm_open_into(self, db, args[1], args[2], context, 0, 0, &n);
+    return gcm_open_into(self, db, args[1], (const unsigned char *)PyBytes_AS_STRING(args[2]),
+                         PyBytes_GET_SIZE(args[2]), context, 0, 0, &n);
 }
 
-/* open_bulk(db, stored_key, envelope) -> the plaintext as a RESP bulk string reply
- * ("$<n>\r\n<plaintext>\r\n", the same in RESP2 and RESP3), or None as open() does.
- * A GET's whole reply in one call: no plaintext object in between. */
-static PyObject *Gcm_open_bulk(GcmObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    Py_ssize_t db, n = 0;
-    PyObject *context;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "open_bulk(db, stored_key, envelope)");
-        return NULL;
-    }
-    if (parse_envelope_args(args, nargs, "open_bulk", &db, &context) < 0) return NULL;
-    Py_ssize_t plain = PyBytes_GET_SIZE(args[2]) - OVERHEAD;
+/* The envelope b[0:total] opened into "$<n>\r\n<plaintext>\r\n", or None (see above). */
+static PyObject *gcm_open_bulk(GcmObject *self, Py_ssize_t db, PyObject *stored,
+                               const unsigned char *b, Py_ssize_t total) {
+    Py_ssize_t n = 0, plain = total - OVERHEAD;
     char head[24];
     char *end = put_header(head, '$', plain > 0 ? plain : 0);
     Py_ssize_t head_len = end - head;
-    PyObject *out = gcm_open_into(self, db, args[1], args[2], context, head_len, 2, &n);
+    PyObject *out = gcm_open_into(self, db, stored, b, total, Py_None, head_len, 2, &n);
     if (out == NULL || out == Py_None) return out;
     char *p = PyBytes_AS_STRING(out);
     memcpy(p, head, (size_t)head_len);
     p[head_len + n] = '\r';
     p[head_len + n + 1] = '\n';
     return out;
+}
+
+/* open_bulk(db, stored_key, envelope) -> the plaintext as a RESP bulk string reply
+ * ("$<n>\r\n<plaintext>\r\n", the same in RESP2 and RESP3), or None as open() does.
+ * A GET's whole reply in one call: no plaintext object in between. */
+static PyObject *Gcm_open_bulk(GcmObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_ssize_t db;
+    PyObject *context;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "open_bulk(db, stored_key, envelope)");
+        return NULL;
+    }
+    if (parse_envelope_args(args, nargs, "open_bulk", &db, &context) < 0) return NULL;
+    return gcm_open_bulk(self, db, args[1], (const unsigned char *)PyBytes_AS_STRING(args[2]),
+                         PyBytes_GET_SIZE(args[2]));
 }
 
 static PyMethodDef Gcm_methods[] = {
@@ -965,6 +971,342 @@ static PyTypeObject ParserType = {
     .tp_getset = Parser_getset,
 };
 
+/* ---- Redis's replies: ReplyReader ---------------------------------------------------
+ *
+ * Reads the replies of one upstream connection (RESP2: cachecloak never sends HELLO 3
+ * upstream).  gets() returns the next reply as hiredis.Reader does (bytes, int, None,
+ * list, hiredis.ReplyError; hiredis.ProtocolError raised for an invalid stream), and it
+ * is tested against hiredis.Reader for that.  take() is the fast path of a client's
+ * batch (proxy.server.client.Batch): it turns the replies of the batch's commands
+ * straight into the client's bytes, as the Python decoders named by `kinds` would, and
+ * stops before the first reply it does not handle (an error reply, an envelope that
+ * does not open under the current key, a reply of an unexpected type): gets() and the
+ * Python decoder take that one.
+ */
+
+#define KIND_PYTHON 0
+#define KIND_VALUE 1          /* replies.value: nil, or a bulk envelope opened */
+#define KIND_STATUS_OR_NIL 2  /* replies.status_or_nil: +status, or nil */
+#define KIND_STATUS 3         /* replies.status */
+#define KIND_INTEGER 4        /* replies.integer */
+#define MAX_REPLY_DEPTH 512
+
+typedef struct {
+    PyObject_HEAD
+    char *buf;
+    Py_ssize_t len, pos, cap;
+    PyObject *error_class;     /* hiredis.ReplyError */
+    PyObject *protocol_error;  /* hiredis.ProtocolError */
+    PyObject *null_bulk[2];    /* RESP2 $-1, RESP3 _ */
+} ReplyReaderObject;
+
+static void ReplyReader_dealloc(ReplyReaderObject *self) {
+    PyMem_Free(self->buf);
+    Py_XDECREF(self->error_class);
+    Py_XDECREF(self->protocol_error);
+    Py_XDECREF(self->null_bulk[0]);
+    Py_XDECREF(self->null_bulk[1]);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* ReplyReader(reply_error_class, protocol_error_class) */
+static int ReplyReader_init(ReplyReaderObject *self, PyObject *args, PyObject *kwds) {
+    PyObject *error_class, *protocol_error;
+    if (!PyArg_ParseTuple(args, "OO:ReplyReader", &error_class, &protocol_error)) return -1;
+    Py_INCREF(error_class);
+    Py_XSETREF(self->error_class, error_class);
+    Py_INCREF(protocol_error);
+    Py_XSETREF(self->protocol_error, protocol_error);
+    if (!self->null_bulk[0]) {
+        self->null_bulk[0] = PyBytes_FromStringAndSize("$-1\r\n", 5);
+        self->null_bulk[1] = PyBytes_FromStringAndSize("_\r\n", 3);
+        if (!self->null_bulk[0] || !self->null_bulk[1]) return -1;
+    }
+    return 0;
+}
+
+/* feed(data, offset=0, length=len(data)-offset) */
+static PyObject *ReplyReader_feed(ReplyReaderObject *self, PyObject *const *args,
+                                  Py_ssize_t nargs) {
+    if (nargs < 1 || nargs > 3 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "feed(data: bytes, offset=0, length=None)");
+        return NULL;
+    }
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]), offset = 0, n;
+    if (nargs > 1 && (offset = PyLong_AsSsize_t(args[1])) == -1 && PyErr_Occurred()) return NULL;
+    n = size - offset;
+    if (nargs > 2 && (n = PyLong_AsSsize_t(args[2])) == -1 && PyErr_Occurred()) return NULL;
+    if (offset < 0 || n < 0 || offset > size || n > size - offset) {
+        PyErr_SetString(PyExc_ValueError, "offset and length must lie within data");
+        return NULL;
+    }
+    if (self->pos == self->len) self->pos = self->len = 0;
+    if (self->len + n > self->cap && self->pos > 0) { /* move the unread rest to the front */
+        memmove(self->buf, self->buf + self->pos, (size_t)(self->len - self->pos));
+        self->len -= self->pos;
+        self->pos = 0;
+    }
+    if (self->len + n > self->cap) {
+        Py_ssize_t cap = self->cap ? self->cap : 16384;
+        while (cap < self->len + n) cap *= 2;
+        char *grown = PyMem_Realloc(self->buf, (size_t)cap);
+        if (!grown) return PyErr_NoMemory();
+        self->buf = grown;
+        self->cap = cap;
+    }
+    if (n > 0) memcpy(self->buf + self->len, PyBytes_AS_STRING(args[0]) + offset, (size_t)n);
+    self->len += n;
+    Py_RETURN_NONE;
+}
+
+/* The CR of the first CRLF in b[from:len], or -1 (as hiredis, a lone CR is text). */
+static Py_ssize_t line_end(const char *b, Py_ssize_t from, Py_ssize_t len) {
+    while (from < len - 1) {
+        const char *cr = memchr(b + from, '\r', (size_t)(len - 1 - from));
+        if (!cr) return -1;
+        if (cr[1] == '\n') return cr - b;
+        from = cr - b + 1;
+    }
+    return -1;
+}
+
+/* Where the reply at b[pos:len] ends: 1 with *end set, 0 when incomplete, -1 for an
+ * invalid stream (with *why). */
+static int scan_reply(const char *b, Py_ssize_t len, Py_ssize_t pos, Py_ssize_t *end,
+                      const char **why) {
+    Py_ssize_t pending = 1;
+    long long n;
+    while (pending > 0) {
+        if (pos >= len) return 0;
+        Py_ssize_t cr = line_end(b, pos + 1, len);
+        if (cr < 0) return 0;
+        Py_ssize_t next = cr + 2;
+        pending--;
+        switch (b[pos]) {
+        case '+':
+        case '-':
+            break;
+        case ':':
+            if (!strict_ll(b + pos + 1, cr - pos - 1, &n)) {
+                *why = "Bad integer value";
+                return -1;
+            }
+            break;
+        case '$':
+            if (!strict_ll(b + pos + 1, cr - pos - 1, &n) || n < -1 ||
+                n > PY_SSIZE_T_MAX / 2) {
+                *why = "Bad bulk string length";
+                return -1;
+            }
+            if (n >= 0) {
+                if (next + n + 2 > len) return 0;
+                next += (Py_ssize_t)n + 2;
+            }
+            break;
+        case '*':
+            if (!strict_ll(b + pos + 1, cr - pos - 1, &n) || n < -1 ||
+                n > PY_SSIZE_T_MAX / 4 - pending) {
+                *why = "Bad multi-bulk length";
+                return -1;
+            }
+            if (n > 0) pending += (Py_ssize_t)n;
+            break;
+        default:
+            *why = "Protocol error: unexpected reply type byte";
+            return -1;
+        }
+        pos = next;
+    }
+    *end = pos;
+    return 1;
+}
+
+/* The reply at b[*pos] (complete: scan_reply said so) as a Python object. */
+static PyObject *build_reply(ReplyReaderObject *self, const char *b, Py_ssize_t len,
+                             Py_ssize_t *pos, int depth) {
+    Py_ssize_t p = *pos;
+    Py_ssize_t cr = line_end(b, p + 1, len);
+    const char *text = b + p + 1;
+    Py_ssize_t text_len = cr - p - 1;
+    long long n = 0;
+    *pos = cr + 2;
+    switch (b[p]) {
+    case '+':
+        return PyBytes_FromStringAndSize(text, text_len);
+    case '-': {
+        PyObject *message = PyUnicode_DecodeUTF8(text, text_len, "replace");
+        if (!message) return NULL;
+        PyObject *error = PyObject_CallOneArg(self->error_class, message);
+        Py_DECREF(message);
+        return error;
+    }
+    case ':':
+        strict_ll(text, text_len, &n);
+        return PyLong_FromLongLong(n);
+    case '$':
+        strict_ll(text, text_len, &n);
+        if (n < 0) Py_RETURN_NONE;
+        *pos += (Py_ssize_t)n + 2;
+        return PyBytes_FromStringAndSize(b + cr + 2, (Py_ssize_t)n);
+    default: { /* '*' */
+        strict_ll(text, text_len, &n);
+        if (n < 0) Py_RETURN_NONE;
+        if (depth >= MAX_REPLY_DEPTH) {
+            PyErr_SetString(self->protocol_error, "Protocol error: replies nested too deep");
+            return NULL;
+        }
+        PyObject *list = PyList_New((Py_ssize_t)n);
+        if (!list) return NULL;
+        for (Py_ssize_t i = 0; i < (Py_ssize_t)n; i++) {
+            PyObject *item = build_reply(self, b, len, pos, depth + 1);
+            if (!item) {
+                Py_DECREF(list);
+                return NULL;
+            }
+            PyList_SET_ITEM(list, i, item);
+        }
+        return list;
+    }
+    }
+}
+
+static void ReplyReader_consumed(ReplyReaderObject *self, Py_ssize_t pos) {
+    self->pos = pos;
+    if (pos == self->len) {
+        self->pos = self->len = 0;
+        if (self->cap > 65536) { /* a large reply passed: do not keep its buffer */
+            PyMem_Free(self->buf);
+            self->buf = NULL;
+            self->cap = 0;
+        }
+    }
+}
+
+/* gets() -> the next reply, or False while it is incomplete. */
+static PyObject *ReplyReader_gets(ReplyReaderObject *self, PyObject *unused) {
+    Py_ssize_t end;
+    const char *why = NULL;
+    int rc = scan_reply(self->buf, self->len, self->pos, &end, &why);
+    if (rc == 0) Py_RETURN_FALSE;
+    if (rc < 0) {
+        PyErr_SetString(self->protocol_error, why);
+        return NULL;
+    }
+    Py_ssize_t pos = self->pos;
+    PyObject *reply = build_reply(self, self->buf, self->len, &pos, 0);
+    if (!reply) return NULL;
+    ReplyReader_consumed(self, end);
+    return reply;
+}
+
+/* take(parts, kinds, ctxs, proto, gcm, db) -> how many replies it took.
+ *
+ * The batch's next reply is number len(parts); kinds[i] (a bytearray of KIND_*) says
+ * what command i's reply holds, ctxs[i] its stored name, `gcm` the cache's current Gcm
+ * (None: values are stored as they are).  Each reply taken appends the client's bytes
+ * for it to `parts`, exactly as the Python decoder of its kind would. */
+static PyObject *ReplyReader_take(ReplyReaderObject *self, PyObject *const *args,
+                                  Py_ssize_t nargs) {
+    if (nargs != 6 || !PyList_Check(args[0]) || !PyByteArray_Check(args[1]) ||
+        !PyList_Check(args[2]) ||
+        (args[4] != Py_None && !PyObject_TypeCheck(args[4], &GcmType))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "take(parts: list, kinds: bytearray, ctxs: list, proto, gcm, db)");
+        return NULL;
+    }
+    PyObject *parts = args[0], *ctxs = args[2];
+    GcmObject *gcm = args[4] == Py_None ? NULL : (GcmObject *)args[4];
+    long proto = PyLong_AsLong(args[3]);
+    Py_ssize_t db = PyLong_AsSsize_t(args[5]);
+    if (PyErr_Occurred()) return NULL;
+    PyObject *null_bulk = self->null_bulk[proto == 3];
+    const unsigned char *kinds = (const unsigned char *)PyByteArray_AS_STRING(args[1]);
+    Py_ssize_t count = PyByteArray_GET_SIZE(args[1]);
+    if (PyList_GET_SIZE(ctxs) < count) count = PyList_GET_SIZE(ctxs);
+    const char *b = self->buf;
+    Py_ssize_t len = self->len, pos = self->pos, taken = 0;
+    long long n;
+    for (Py_ssize_t i = PyList_GET_SIZE(parts); i < count; i++) {
+        int kind = kinds[i];
+        if (pos >= len || kind == KIND_PYTHON) break;
+        Py_ssize_t cr = line_end(b, pos + 1, len);
+        if (cr < 0) break;
+        char type = b[pos];
+        Py_ssize_t next = cr + 2;
+        PyObject *part = NULL;
+        if (type == '$') {
+            if (kind != KIND_VALUE && kind != KIND_STATUS_OR_NIL) break;
+            if (!strict_ll(b + pos + 1, cr - pos - 1, &n) || n < -1) break; /* gets() says */
+            if (n == -1) {
+                part = null_bulk;
+                Py_INCREF(part);
+            } else {
+                if (kind != KIND_VALUE || n > PY_SSIZE_T_MAX / 2) break;
+                if (next + n + 2 > len) break; /* not all here yet */
+                Py_ssize_t total = next + (Py_ssize_t)n + 2;
+                if (b[total - 2] != '\r' || b[total - 1] != '\n') break;
+                if (gcm == NULL) {
+                    part = PyBytes_FromStringAndSize(b + pos, total - pos);
+                } else {
+                    PyObject *stored = PyList_GET_ITEM(ctxs, i);
+                    if (!PyBytes_Check(stored)) break;
+                    part = gcm_open_bulk(gcm, db, stored, (const unsigned char *)b + next,
+                                         (Py_ssize_t)n);
+                    if (part == Py_None) { /* old key or not authentic: Python decides */
+                        Py_DECREF(part);
+                        break;
+                    }
+                }
+                next = total;
+            }
+        } else if (type == '+') {
+            if (kind != KIND_STATUS && kind != KIND_STATUS_OR_NIL) break;
+            part = PyBytes_FromStringAndSize(b + pos, next - pos);
+        } else if (type == ':') {
+            if (kind != KIND_INTEGER || !strict_ll(b + pos + 1, cr - pos - 1, &n)) break;
+            part = PyBytes_FromStringAndSize(b + pos, next - pos);
+        } else {
+            break; /* error replies, arrays, anything else: gets() and Python */
+        }
+        if (!part) return NULL;
+        int rc = PyList_Append(parts, part);
+        Py_DECREF(part);
+        if (rc < 0) return NULL;
+        pos = next;
+        taken++;
+    }
+    ReplyReader_consumed(self, pos);
+    return PyLong_FromSsize_t(taken);
+}
+
+static PyObject *ReplyReader_buffered(ReplyReaderObject *self, PyObject *unused) {
+    return PyLong_FromSsize_t(self->len - self->pos);
+}
+
+static PyMethodDef ReplyReader_methods[] = {
+    {"feed", (PyCFunction)(void (*)(void))ReplyReader_feed, METH_FASTCALL,
+     "feed(data, offset=0, length=None)"},
+    {"gets", (PyCFunction)ReplyReader_gets, METH_NOARGS,
+     "gets() -> the next reply, or False"},
+    {"take", (PyCFunction)(void (*)(void))ReplyReader_take, METH_FASTCALL,
+     "take(parts, kinds, ctxs, proto, gcm, db) -> replies taken for a batch"},
+    {"buffered", (PyCFunction)ReplyReader_buffered, METH_NOARGS,
+     "bytes read but not yet returned (for tests)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ReplyReaderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "proxy._native.ReplyReader",
+    .tp_basicsize = sizeof(ReplyReaderObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Redis's RESP2 replies, as hiredis.Reader reads them, plus a batch fast path.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)ReplyReader_init,
+    .tp_dealloc = (destructor)ReplyReader_dealloc,
+    .tp_methods = ReplyReader_methods,
+};
+
 static PyMethodDef module_methods[] = {
     {"pack_command", pack_command, METH_O,
      "pack_command(args) -> RESP array of bulk strings"},
@@ -979,7 +1321,7 @@ static struct PyModuleDef native_module = {
 
 PyMODINIT_FUNC PyInit__native(void) {
     if (PyType_Ready(&HasherType) < 0 || PyType_Ready(&GcmType) < 0 ||
-        PyType_Ready(&ParserType) < 0)
+        PyType_Ready(&ParserType) < 0 || PyType_Ready(&ReplyReaderType) < 0)
         return NULL;
     if (pthread_atfork(NULL, NULL, nonce_pool_forget) != 0) {
         PyErr_SetString(PyExc_RuntimeError, "could not register the nonce pool's fork hook");
@@ -990,9 +1332,16 @@ PyMODINIT_FUNC PyInit__native(void) {
     Py_INCREF(&HasherType);
     Py_INCREF(&GcmType);
     Py_INCREF(&ParserType);
+    Py_INCREF(&ReplyReaderType);
     if (PyModule_AddObject(m, "Hasher", (PyObject *)&HasherType) < 0 ||
         PyModule_AddObject(m, "Gcm", (PyObject *)&GcmType) < 0 ||
         PyModule_AddObject(m, "RequestParser", (PyObject *)&ParserType) < 0 ||
+        PyModule_AddObject(m, "ReplyReader", (PyObject *)&ReplyReaderType) < 0 ||
+        PyModule_AddIntConstant(m, "KIND_PYTHON", KIND_PYTHON) < 0 ||
+        PyModule_AddIntConstant(m, "KIND_VALUE", KIND_VALUE) < 0 ||
+        PyModule_AddIntConstant(m, "KIND_STATUS_OR_NIL", KIND_STATUS_OR_NIL) < 0 ||
+        PyModule_AddIntConstant(m, "KIND_STATUS", KIND_STATUS) < 0 ||
+        PyModule_AddIntConstant(m, "KIND_INTEGER", KIND_INTEGER) < 0 ||
         PyModule_AddStringConstant(m, "openssl_version", OpenSSL_version(OPENSSL_VERSION)) < 0) {
         Py_DECREF(m);
         return NULL;

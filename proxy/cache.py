@@ -63,6 +63,11 @@ class Cache:
         # value does not open under the current key (then `open` knows the old keys and
         # the onDecryptError policy).
         self.open_bulk = sealer.open_bulk if sealer is not None else _bulk
+        # For a client's batch (proxy.server.client.Batch): whether ReplyReader.take may
+        # decode its replies in C (needs the C Gcm of the current key when encrypting),
+        # and that Gcm (None: values are stored as they are).
+        self.reply_gcm = sealer.native_gcm if sealer is not None else None
+        self.replies_in_c = sealer is None or self.reply_gcm is not None
 
     @classmethod
     def from_config(cls, cfg, backend: Backend) -> Cache:

@@ -284,3 +284,10 @@ def scored_flat(client, key, reply) -> bytes:
     except DecryptRefused as exc:
         return writer.error(str(exc))
     return b"*%d\r\n" % (2 * len(pairs)) + b"".join(m + s for m, s in pairs)
+
+
+# What proxy._native.ReplyReader.take can decode in C for a client's batch, by decoder
+# (the numbers are its KIND_* constants; tests/test_native.py checks they agree and that
+# take gives these decoders' bytes).  Any other decoder's replies are decoded here.
+REPLY_KINDS = {value: 1, status_or_nil: 2, status: 3, integer: 4}
+

@@ -35,7 +35,7 @@ def _check_pairs(name: str):
 
 register(
     Command("get", 2, keys=(1, 1, 1), decode=replies.value),
-    Command("set", -3, run=run_set, keys=(1, 1, 1)),
+    Command("set", -3, run=run_set, keys=(1, 1, 1), batchable=True),
     Command("setnx", 3, keys=(1, 1, 1), value_offset=1, decode=replies.integer),
     Command("setex", 4, keys=(1, 1, 1), value_offset=2, decode=replies.status),
     Command("psetex", 4, keys=(1, 1, 1), value_offset=2, decode=replies.status),

@@ -65,10 +65,14 @@ class Command:
     # Allowed before a client has authenticated to a listener with a password
     # (Redis's no-auth flag: AUTH, HELLO, QUIT, RESET).
     no_auth: bool = False
+    # Its run does nothing but transform and `client.forward` once, so it can join a
+    # client's batch (proxy.server.client.Batch).  Set for the generic transformers.
+    batchable: bool = False
 
     def __post_init__(self) -> None:
         if self.run is None:
             self.run = forward_roles if self.roles else forward
+            self.batchable = True
 
 
 TABLE: dict[bytes, Command] = {}
@@ -123,6 +127,8 @@ def dispatch(client, args: list[bytes]) -> None:
         if problem is not None:
             client.reply(problem)
             return
+    if client.batch is not None and not command.batchable:
+        client.end_batch()  # what this command does must come after the batch's commands
     command.run(client, command, args)
 
 

@@ -131,13 +131,16 @@ class ValueSealer:
     one C call each when proxy._native is built; the key object counts its encryptions.
     """
 
-    __slots__ = ("_header", "_current", "_by_id", "key_id", "seal", "open_bulk")
+    __slots__ = ("_header", "_current", "_by_id", "key_id", "seal", "open_bulk", "native_gcm")
 
     def __init__(self, current: bytes, old: list[bytes] | tuple[bytes, ...] = ()):
         self.key_id = derive_key_id(current)
         self._header = _VERSION_BYTE + self.key_id
         self._current = Gcm(derive_aes_key(current), self._header)
         self.seal = self._current.seal
+        # The current key for proxy._native.ReplyReader.take (a batch's GET replies opened
+        # in C), or None when the C part is not used.
+        self.native_gcm = self._current if native is not None and Gcm is native.Gcm else None
         self.open_bulk = self._current.open_bulk
         self._by_id: dict[bytes, Gcm] = {self.key_id: self._current}
         for key in old:
@@ -184,6 +187,7 @@ class ValueSealer:
         merged._current = self._current
         merged.seal = self.seal
         merged.open_bulk = self.open_bulk
+        merged.native_gcm = self.native_gcm
         merged._by_id = {**other._by_id, **self._by_id}
         return merged
 

@@ -28,9 +28,11 @@ from hiredis import ReplyError
 
 from proxy.commands import dispatch
 from proxy.commands.replication import primary_epoch
+from proxy.commands.replies import REPLY_KINDS
 from proxy.errors import UpstreamError
 from proxy.resp import writer
 from proxy.resp.reader import RequestReader
+from proxy.resp.writer import command as pack_request
 
 log = logging.getLogger("cachecloak.client")
 
@@ -52,6 +54,7 @@ class Slot:
 
     __slots__ = ("client", "decode", "ctx", "data", "cache", "db", "proto", "start", "stat",
                  "t0")
+    kinds = None  # not a Batch: the upstream reader's fast path is not for it
 
     def __init__(self, client, decode, ctx):
         self.client = client
@@ -83,6 +86,66 @@ class Slot:
             self.stat.finish(self.t0, error_reply)
 
 
+class Batch:
+    """The reply position of a run of forwarded commands from one read.
+
+    A pipelined read of GETs and SETs becomes one slot and one submission instead of
+    one of each per command: the route queues the packed commands together and puts
+    this waiter in its FIFO once per command, so `complete` is called once per reply,
+    in order.  The client's reply is the decoded replies joined, there when the last
+    one is.  Only commands that do nothing but forward (`Command.batchable`) join a
+    batch, so nothing can reach Redis between them; anything else ends the batch first.
+    Like Slot, it is the `client` its decoders get (one db and protocol for the batch:
+    SELECT and HELLO are not batchable).
+    """
+
+    __slots__ = ("client", "decoders", "ctxs", "packed", "parts", "data", "cache", "db",
+                 "proto", "start", "count", "kinds", "gcm")
+
+    def __init__(self, client):
+        self.client = client
+        self.cache = self.db = self.proto = None  # set when its first command joins
+        # What each reply holds for proxy._native.ReplyReader.take (replies.REPLY_KINDS),
+        # or None when the cache cannot have its replies decoded in C.
+        self.kinds: bytearray | None = None
+        self.gcm = None
+        self.decoders: list = []
+        self.ctxs: list = []
+        self.packed: list[bytes] = []
+        self.parts: list[bytes] = []
+        self.data: bytes | None = None
+        self.start = None
+        self.count = 0
+
+    def complete(self, reply) -> None:
+        parts = self.parts
+        if type(reply) is ReplyError:
+            parts.append(writer.error(str(reply)))
+        else:
+            index = len(parts)
+            try:
+                parts.append(self.decoders[index](self, self.ctxs[index], reply))
+            except Exception as exc:  # noqa: BLE001 - as Slot.complete
+                log.error("could not decode a reply (%s)", type(exc).__name__)
+                parts.append(writer.error("ERR cachecloak could not decode Redis's reply"))
+        if len(parts) == self.count:
+            self.data = b"".join(parts)
+
+    def fail(self, error_reply: bytes) -> None:
+        parts = self.parts
+        parts.append(error_reply)
+        if len(parts) == self.count:
+            self.data = b"".join(parts)
+
+    def take_replies(self, take) -> int:
+        """Let the upstream reader's `take` decode what it can of the next replies."""
+        parts = self.parts
+        taken = take(parts, self.kinds, self.ctxs, self.proto, self.gcm, self.db)
+        if len(parts) == self.count:
+            self.data = b"".join(parts)
+        return taken
+
+
 class ClientConnection(asyncio.Protocol):
     # Declared: a connection has more attributes than CPython 3.11 shares dict keys for
     # (30), and without sharing every `self.x` on the hot path is a hash lookup.
@@ -93,7 +156,7 @@ class ClientConnection(asyncio.Protocol):
         "created", "last_active", "last_command", "peer", "local", "fd",
         # connection state (reset_state) and what command handlers keep on it
         "db", "proto", "name", "authenticated", "multi", "capture", "watch", "wait_epoch",
-        "auth_failure_logged", "__weakref__")
+        "auth_failure_logged", "batch", "_batched", "__weakref__")
 
     def __init__(self, server, listener, cache):
         self.server = server
@@ -112,6 +175,8 @@ class ClientConnection(asyncio.Protocol):
         self._out: list[bytes] = []
         self._backlog: deque[list[bytes]] = deque()
         self._blocked = 0
+        self.batch: Batch | None = None  # open while a read's commands are dispatched
+        self._batched = 0  # commands in batches in _slots beyond one per batch
         self._closing = False
         self._closed = False
         self._paused = False
@@ -208,6 +273,8 @@ class ClientConnection(asyncio.Protocol):
             self._run_backlog()
         else:
             stats = self.stats
+            if stats is None and len(commands) > 1 and hasattr(self.route, "submit_packed"):
+                self.batch = Batch(self)  # see Batch; dispatch ends it before other commands
             for index, args in enumerate(commands):
                 if stats is None:  # without metrics: no per-command call of our own
                     try:
@@ -220,6 +287,8 @@ class ClientConnection(asyncio.Protocol):
                     if not self._closing:
                         self._backlog.extend(commands[index + 1:])
                     break
+            if self.batch is not None:
+                self.end_batch(reopen=False)
         if reader.error is not None and not self._closing:
             if self._blocked or self._backlog:
                 self._backlog.append([b"\x00protocol-error"])
@@ -232,7 +301,7 @@ class ClientConnection(asyncio.Protocol):
         slots = self._slots
         if self._out or self._closing or (slots and slots[0].data is not None):
             self.flush()
-        if (self._paused or self._write_paused or len(slots) > MAX_INFLIGHT
+        if (self._paused or self._write_paused or len(slots) + self._batched > MAX_INFLIGHT
                 or len(self._backlog) > MAX_INFLIGHT):
             self._update_reading()
 
@@ -242,6 +311,8 @@ class ClientConnection(asyncio.Protocol):
         if self.capture is not None:
             self.capture.append(("local", data))
             return
+        if self.batch is not None and self.batch.count:
+            self.end_batch()  # a batch's replies are one run: later commands go after this
         if self._slots:
             slot = Slot(None, None, None)
             slot.data = data
@@ -253,9 +324,35 @@ class ClientConnection(asyncio.Protocol):
         if self.capture is not None:
             self.capture.append(("forward", args, decode, ctx, self.db, command))
             return
+        batch = self.batch
+        if batch is not None:
+            if not batch.count:  # its place in the reply order is its first command's
+                cache = batch.cache = self.cache
+                batch.db, batch.proto = self.db, self.proto
+                if cache.replies_in_c:
+                    batch.kinds = bytearray()
+                    batch.gcm = cache.reply_gcm
+                self._slots.append(batch)
+            batch.count += 1
+            batch.packed.append(pack_request(args))
+            batch.decoders.append(decode)
+            batch.ctxs.append(ctx)
+            if batch.kinds is not None:
+                batch.kinds.append(REPLY_KINDS.get(decode, 0))
+            return
         slot = Slot(self, decode, ctx)
         self._slots.append(slot)
         self.route.submit(args, slot, command)
+
+    def end_batch(self, reopen: bool = True) -> None:
+        """Submit the open batch's commands; with `reopen`, later ones start a new batch
+        (dispatch calls this before a command that is not batchable)."""
+        batch = self.batch
+        self.batch = Batch(self) if reopen else None
+        if batch.count:
+            self._batched += batch.count - 1
+            self.route.submit_packed(batch.packed, batch, batch.count)
+            batch.packed = None
 
     def run_op(self, operation) -> None:
         """Run a multi-step operation (a coroutine returning reply bytes) in order.
@@ -372,7 +469,10 @@ class ClientConnection(asyncio.Protocol):
         out = self._out
         slots = self._slots
         while slots and slots[0].data is not None:
-            out.append(slots.popleft().data)
+            slot = slots.popleft()
+            if type(slot) is Batch:
+                self._batched -= slot.count - 1
+            out.append(slot.data)
         if slots:
             start = slots[0].start
             if start is not None and not start.done():
@@ -391,12 +491,13 @@ class ClientConnection(asyncio.Protocol):
     def _update_reading(self) -> None:
         if self._closed:
             return
-        should_pause = self._write_paused or len(self._slots) > MAX_INFLIGHT or (
+        queued = len(self._slots) + self._batched
+        should_pause = self._write_paused or queued > MAX_INFLIGHT or (
             len(self._backlog) > MAX_INFLIGHT)
         if should_pause and not self._paused:
             self._paused = True
             self.transport.pause_reading()
-        elif not should_pause and self._paused and len(self._slots) < MAX_INFLIGHT // 2:
+        elif not should_pause and self._paused and queued < MAX_INFLIGHT // 2:
             self._paused = False
             self.transport.resume_reading()
 

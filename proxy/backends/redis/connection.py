@@ -24,9 +24,11 @@ import socket
 import ssl
 import time
 from collections import deque
+from itertools import repeat
 
 import hiredis
 
+from proxy import speedups
 from proxy.backends import Reply, Waiter
 from proxy.backends.redis.tls import describe_handshake_error
 from proxy.errors import UpstreamError
@@ -84,6 +86,14 @@ def describe_connect_error(exc: OSError, host: str) -> str:
         return (f"the host name {host} does not resolve: {exc.strerror or 'no address'}; "
                 "check the name in redis.addresses and that DNS or /etc/hosts answers for it")
     return exc.strerror or type(exc).__name__
+
+
+def reply_reader():
+    """A reader of Redis's replies: proxy._native.ReplyReader when built (it also decodes
+    a client batch's replies in C), else hiredis.Reader (the same replies)."""
+    if speedups.native is not None:
+        return speedups.native.ReplyReader(hiredis.ReplyError, hiredis.ProtocolError)
+    return hiredis.Reader()
 
 
 class UpstreamSettings:
@@ -163,7 +173,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.host, self.port = settings.host, settings.port
         self.state = DOWN
         self.transport: asyncio.Transport | None = None
-        self._reader = hiredis.Reader()
+        self._reader = reply_reader()
         self._waiters: deque = deque()
         self._wbuf: list[bytes] = []
         self._handshake_left = 0
@@ -194,6 +204,19 @@ class UpstreamConnection(asyncio.Protocol):
             self._last_progress = time.monotonic()
         self._wbuf.append(pack_request(args))
         self._waiters.append(waiter)
+
+    def submit_packed(self, packed: list[bytes], waiter: Waiter, count: int) -> None:
+        """Queue `count` commands already packed (a client's batch), with `waiter` in the
+        FIFO once per command: it is completed once per reply, in order."""
+        if self.state is DOWN and not self._start_connect():
+            error = self._unavailable_reply()
+            for _ in range(count):
+                waiter.fail(error)
+            return
+        if not self._waiters:
+            self._last_progress = time.monotonic()
+        self._wbuf += packed
+        self._waiters.extend(repeat(waiter, count))
 
     def busy(self) -> bool:
         """Commands are waiting for replies (a lent connection must be idle to be reused)."""
@@ -333,7 +356,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self._reader = hiredis.Reader()
+        self._reader = reply_reader()
         self.state = HANDSHAKE
         self.connects += 1
         sock = transport.get_extra_info("socket")
@@ -391,8 +414,23 @@ class UpstreamConnection(asyncio.Protocol):
         reader = self._reader
         touched = []  # clients to flush, in order; consecutive replies are mostly one's
         last = None
+        take = getattr(reader, "take", None)
         try:
             while True:
+                if take is not None and waiters:
+                    head = waiters[0]
+                    if getattr(head, "kinds", None) is not None:
+                        # A client's batch: its replies decoded in C, as many as are
+                        # here and need no Python (proxy.server.client.Batch).
+                        taken = head.take_replies(take)
+                        if taken:
+                            for _ in range(taken):
+                                waiters.popleft()
+                            client = head.client
+                            if client is not last:
+                                touched.append(client)
+                                last = client
+                            continue
                 reply = reader.gets()
                 if reply is False:
                     if fed < len(data):

@@ -1,0 +1,282 @@
+"""proxy._native.ReplyReader against hiredis.Reader and the Python reply decoders.
+
+The upstream connection reads Redis's replies with ReplyReader when the C part is built.
+`gets()` must give exactly what hiredis.Reader gives for any RESP2 stream cut anywhere
+(hiredis stays the reader of the pure-Python path).  `take()` decodes a client batch's
+replies in C; whatever it hands back must be the bytes the Python decoders
+(proxy.commands.replies) would have made of the same replies, under every kind, protocol
+and key situation, and whatever it leaves (errors, envelopes of old keys, tampered ones,
+unexpected types) must still reach the Python decoders in order.
+"""
+
+from __future__ import annotations
+
+import hiredis
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.cache import Cache
+from proxy.commands import replies
+from proxy.crypto import KeyHasher, ValueSealer
+from proxy.server.client import Batch
+
+try:
+    from proxy import _native
+except ImportError:
+    _native = None
+
+pytestmark = pytest.mark.skipif(_native is None, reason="proxy._native is not built")
+
+
+def _reader():
+    return _native.ReplyReader(hiredis.ReplyError, hiredis.ProtocolError)
+
+
+def _integer(n: int) -> bytes:
+    return b":%d\r\n" % n
+
+
+def _bulk(data: bytes) -> bytes:
+    return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
+line_text = st.binary(max_size=30).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
+
+scalar_replies = st.one_of(
+    line_text.map(lambda t: b"+" + t + b"\r\n"),
+    line_text.map(lambda t: b"-" + t + b"\r\n"),  # any bytes, invalid UTF-8 included
+    st.integers(-(2 ** 63), 2 ** 63 - 1).map(_integer),
+    st.binary(max_size=40).map(_bulk),  # CR, LF and CRLF inside a bulk are data
+    st.just(b"$-1\r\n"),
+    st.just(b"*-1\r\n"),
+)
+resp2_replies = st.recursive(
+    scalar_replies,
+    lambda inner: st.lists(inner, max_size=4).map(
+        lambda items: b"*%d\r\n" % len(items) + b"".join(items)),
+    max_leaves=12)
+
+
+def _all_replies(reader, stream: bytes, cuts: list[int]) -> list:
+    """Feed `stream` in pieces cut at `cuts`, reading every reply as soon as it is there."""
+    out = []
+    bounds = sorted({min(c, len(stream)) for c in cuts} | {0, len(stream)})
+    for start, end in zip(bounds, bounds[1:], strict=False):
+        reader.feed(stream, start, end - start)
+        while (reply := reader.gets()) is not False:
+            out.append(reply)
+    return out
+
+
+def _comparable(reply):
+    if isinstance(reply, hiredis.ReplyError):
+        return ("error", str(reply))
+    if isinstance(reply, list):
+        return [_comparable(r) for r in reply]
+    return (type(reply).__name__, reply)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(resp2_replies, max_size=8), st.lists(st.integers(0, 400), max_size=6))
+def test_gets_reads_what_hiredis_reads_split_anywhere(replies_, cuts):
+    stream = b"".join(replies_)
+    ours = _all_replies(_reader(), stream, cuts)
+    theirs = _all_replies(hiredis.Reader(), stream, cuts)
+    assert len(ours) == len(replies_)
+    assert [_comparable(r) for r in ours] == [_comparable(r) for r in theirs]
+    for reply in ours:  # the same types, not just equal values
+        if isinstance(reply, hiredis.ReplyError):
+            assert type(reply) is hiredis.ReplyError
+
+
+@pytest.mark.parametrize("stream", [
+    b":abc\r\n", b":-0\r\n", b":+5\r\n", b":99999999999999999999\r\n",
+    b"$-2\r\n", b"$x\r\n", b"*-2\r\n", b"*1x\r\n", b"!oops\r\n",
+])
+def test_invalid_streams_are_protocol_errors_as_in_hiredis(stream):
+    for reader in (_reader(), hiredis.Reader()):
+        reader.feed(stream)
+        with pytest.raises(hiredis.ProtocolError):
+            reader.gets()
+
+
+def test_deep_nesting_is_a_protocol_error_not_a_crash():
+    reader = _reader()
+    reader.feed(b"*1\r\n" * 100_000 + b":1\r\n")
+    with pytest.raises(hiredis.ProtocolError):
+        reader.gets()
+
+
+def test_a_large_reply_in_small_pieces_and_the_buffer_let_go():
+    value = bytes(range(256)) * 4096  # 1 MiB
+    stream = _bulk(value) + b"+OK\r\n"
+    reader = _reader()
+    for start in range(0, len(stream), 1000):
+        reader.feed(stream[start:start + 1000])
+        if start + 1000 < len(stream) - 5:
+            assert reader.gets() is False
+    assert reader.gets() == value
+    assert reader.gets() == b"OK"
+    assert reader.gets() is False
+    assert reader.buffered() == 0
+
+
+def test_feed_refuses_bad_arguments():
+    reader = _reader()
+    for args in [("x",), (b"abc", 4), (b"abc", 1, 3), (b"abc", -1)]:
+        with pytest.raises((TypeError, ValueError)):
+            reader.feed(*args)
+    with pytest.raises(TypeError):
+        reader.take([], [1], [], 2, None, 0)  # kinds must be a bytearray
+
+
+def test_kind_numbers_agree_with_the_c_module():
+    assert replies.REPLY_KINDS == {
+        replies.value: _native.KIND_VALUE,
+        replies.status_or_nil: _native.KIND_STATUS_OR_NIL,
+        replies.status: _native.KIND_STATUS,
+        replies.integer: _native.KIND_INTEGER,
+    }
+
+
+# -- take(): a batch's replies decoded in C, and the rest in Python --------------------
+
+CURRENT = bytes(range(32))
+OLD = bytes(range(32, 64))
+HASHING = bytes(range(64, 96))
+DECODERS = [replies.value, replies.status_or_nil, replies.status, replies.integer,
+            replies.plain]
+
+
+def _cache(encrypted: bool, policy: str = "miss", current: bytes = CURRENT) -> Cache:
+    hasher = KeyHasher("t", HASHING, b"", False, 16)
+    sealer = ValueSealer(current, [OLD] if current != OLD else []) if encrypted else None
+    return Cache("t", hasher=hasher, sealer=sealer, on_decrypt_error=policy, databases=16,
+                 backend=None)
+
+
+def _reply_for(draw, cache: Cache, old_cache: Cache, stored: bytes, db: int) -> bytes:
+    """Any reply a command might get: the usual ones and the ones take must leave."""
+    plaintext = draw(st.binary(max_size=30))
+    choice = draw(st.sampled_from([
+        "envelope", "envelope", "old-key", "tampered", "other-name", "garbage", "nil",
+        "ok", "status", "integer", "error", "moved", "array", "nil-array"]))
+    if choice == "envelope":
+        return _bulk(cache.seal(db, stored, plaintext))
+    if choice == "old-key":
+        return _bulk(old_cache.seal(db, stored, plaintext))
+    if choice == "tampered" and cache.sealer is not None:
+        blob = bytearray(cache.seal(db, stored, plaintext))
+        blob[-1] ^= 1
+        return _bulk(bytes(blob))
+    if choice == "other-name":
+        return _bulk(cache.seal(db, stored + b"x", plaintext))
+    if choice == "garbage":
+        return _bulk(plaintext)
+    if choice == "nil":
+        return b"$-1\r\n"
+    if choice == "ok":
+        return b"+OK\r\n"
+    if choice == "status":
+        return b"+" + draw(line_text) + b"\r\n"
+    if choice == "integer":
+        return _integer(draw(st.integers(-(2 ** 63), 2 ** 63 - 1)))
+    if choice == "error":
+        return b"-ERR " + draw(line_text) + b"\r\n"
+    if choice == "moved":
+        return b"-MOVED 1 127.0.0.1:1\r\n"
+    if choice == "array":
+        return b"*2\r\n$1\r\na\r\n:1\r\n"
+    return b"*-1\r\n"
+
+
+class _Client:
+    def __init__(self, cache, db, proto):
+        self.cache, self.db, self.proto = cache, db, proto
+
+
+def _batch(cache, db, proto, decoders, ctxs, in_c: bool) -> Batch:
+    batch = Batch(_Client(cache, db, proto))
+    batch.cache, batch.db, batch.proto = cache, db, proto
+    batch.decoders, batch.ctxs, batch.count = list(decoders), list(ctxs), len(decoders)
+    if in_c:
+        batch.kinds = bytearray(replies.REPLY_KINDS.get(d, 0) for d in decoders)
+        batch.gcm = cache.reply_gcm
+    return batch
+
+
+def _deliver(batch: Batch, reader, stream: bytes, cuts: list[int], in_c: bool) -> int:
+    """The upstream connection's loop for one batch; returns how many replies C took."""
+    bounds = sorted({min(c, len(stream)) for c in cuts} | {0, len(stream)})
+    in_c_count = 0
+    for start, end in zip(bounds, bounds[1:], strict=False):
+        reader.feed(stream, start, end - start)
+        while batch.data is None:
+            if in_c:
+                taken = batch.take_replies(reader.take)
+                in_c_count += taken
+                if taken:
+                    continue
+            reply = reader.gets()
+            if reply is False:
+                break
+            batch.complete(reply)
+    return in_c_count
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data(), st.booleans(), st.sampled_from([2, 3]), st.integers(0, 15),
+       st.sampled_from(["miss", "error"]), st.lists(st.integers(0, 2000), max_size=5))
+def test_take_gives_the_python_decoders_bytes(data, encrypted, proto, db, policy, cuts):
+    cache = _cache(encrypted, policy)
+    old_cache = _cache(encrypted, policy, current=OLD)
+    assert cache.replies_in_c
+    n = data.draw(st.integers(1, 12))
+    decoders = [data.draw(st.sampled_from(DECODERS)) for _ in range(n)]
+    ctxs = [cache.stored_key(db, data.draw(st.binary(min_size=1, max_size=12)))
+            for _ in range(n)]
+    stream = b"".join(_reply_for(data.draw, cache, old_cache, ctx, db) for ctx in ctxs)
+
+    expected = _batch(cache, db, proto, decoders, ctxs, in_c=False)
+    _deliver(expected, hiredis.Reader(), stream, cuts, in_c=False)
+    got = _batch(cache, db, proto, decoders, ctxs, in_c=True)
+    reader = _reader()
+    _deliver(got, reader, stream, cuts, in_c=True)
+    assert expected.data is not None
+    assert got.parts == expected.parts
+    assert got.data == expected.data
+    assert reader.buffered() == 0
+
+
+def test_take_decodes_the_usual_replies_in_c_and_leaves_the_rest():
+    cache = _cache(True)
+    stored = [cache.stored_key(0, b"k%d" % i) for i in range(5)]
+    stream = (_bulk(cache.seal(0, stored[0], b"v0")) + b"$-1\r\n" + b"+OK\r\n"
+              + _bulk(_cache(True, current=OLD).seal(0, stored[3], b"v3"))  # old key
+              + _integer(7))
+    decoders = [replies.value, replies.value, replies.status_or_nil, replies.value,
+                replies.integer]
+    batch = _batch(cache, 0, 3, decoders, stored, in_c=True)
+    reader = _reader()
+    reader.feed(stream)
+    assert batch.take_replies(reader.take) == 3  # stops before the old key's envelope
+    assert batch.data is None
+    batch.complete(reader.gets())  # Python opens it with the old key
+    assert batch.take_replies(reader.take) == 1
+    assert batch.data == b"$2\r\nv0\r\n_\r\n+OK\r\n$2\r\nv3\r\n:7\r\n"
+    assert cache.decrypt_failures == {}
+
+
+def test_take_never_returns_a_tampered_value():
+    cache = _cache(True, "error")
+    stored = cache.stored_key(0, b"k")
+    blob = bytearray(cache.seal(0, stored, b"secret"))
+    blob[HEADER := 5] ^= 1  # the nonce: authentication must fail
+    batch = _batch(cache, 0, 2, [replies.value], [stored], in_c=True)
+    reader = _reader()
+    reader.feed(_bulk(bytes(blob)))
+    assert batch.take_replies(reader.take) == 0
+    batch.complete(reader.gets())
+    assert batch.data.startswith(b"-ERR cachecloak could not decrypt")
+    assert b"secret" not in batch.data and HEADER == 5
