@@ -11,6 +11,8 @@ unexpected types) must still reach the Python decoders in order.
 
 from __future__ import annotations
 
+import itertools
+
 import hiredis
 import pytest
 from hypothesis import given, settings
@@ -58,12 +60,18 @@ resp2_replies = st.recursive(
     max_leaves=12)
 
 
+def _pieces(stream: bytes, cuts: list[int]):
+    """(start, length) of the pieces of `stream` cut at `cuts`."""
+    bounds = sorted({min(c, len(stream)) for c in cuts} | {0, len(stream)})
+    for start, end in itertools.pairwise(bounds):
+        yield start, end - start
+
+
 def _all_replies(reader, stream: bytes, cuts: list[int]) -> list:
     """Feed `stream` in pieces cut at `cuts`, reading every reply as soon as it is there."""
     out = []
-    bounds = sorted({min(c, len(stream)) for c in cuts} | {0, len(stream)})
-    for start, end in zip(bounds, bounds[1:], strict=False):
-        reader.feed(stream, start, end - start)
+    for start, length in _pieces(stream, cuts):
+        reader.feed(stream, start, length)
         while (reply := reader.gets()) is not False:
             out.append(reply)
     return out
@@ -132,12 +140,13 @@ def test_feed_refuses_bad_arguments():
 
 
 def test_kind_numbers_agree_with_the_c_module():
-    assert replies.REPLY_KINDS == {
+    in_c = {
         replies.value: _native.KIND_VALUE,
         replies.status_or_nil: _native.KIND_STATUS_OR_NIL,
         replies.status: _native.KIND_STATUS,
         replies.integer: _native.KIND_INTEGER,
     }
+    assert in_c == replies.REPLY_KINDS
 
 
 # -- take(): a batch's replies decoded in C, and the rest in Python --------------------
@@ -208,10 +217,9 @@ def _batch(cache, db, proto, decoders, ctxs, in_c: bool) -> Batch:
 
 def _deliver(batch: Batch, reader, stream: bytes, cuts: list[int], in_c: bool) -> int:
     """The upstream connection's loop for one batch; returns how many replies C took."""
-    bounds = sorted({min(c, len(stream)) for c in cuts} | {0, len(stream)})
     in_c_count = 0
-    for start, end in zip(bounds, bounds[1:], strict=False):
-        reader.feed(stream, start, end - start)
+    for start, length in _pieces(stream, cuts):
+        reader.feed(stream, start, length)
         while batch.data is None:
             if in_c:
                 taken = batch.take_replies(reader.take)
@@ -272,11 +280,11 @@ def test_take_never_returns_a_tampered_value():
     cache = _cache(True, "error")
     stored = cache.stored_key(0, b"k")
     blob = bytearray(cache.seal(0, stored, b"secret"))
-    blob[HEADER := 5] ^= 1  # the nonce: authentication must fail
+    blob[5] ^= 1  # the nonce's first byte (after the 5-byte header): must not authenticate
     batch = _batch(cache, 0, 2, [replies.value], [stored], in_c=True)
     reader = _reader()
     reader.feed(_bulk(bytes(blob)))
     assert batch.take_replies(reader.take) == 0
     batch.complete(reader.gets())
     assert batch.data.startswith(b"-ERR cachecloak could not decrypt")
-    assert b"secret" not in batch.data and HEADER == 5
+    assert b"secret" not in batch.data
