@@ -309,6 +309,12 @@ CASES: dict[str, list] = {
         ("COMMAND", "FOO"), ("COMMAND", b"f\x00oo"), ("COMMAND", "f\r\noo"),
         ("COMMAND", "COUNT", "x"), ("COMMAND", "INFO", "nosuch"), ("COMMAND", "DOCS", "nosuch"),
     ],
+    # A read-modify-write (HINCRBY) in a transaction, on a hash none of whose read
+    # fields exist, after a command that fails on it (found by the whole-surface test).
+    "multi_rmw_after_wrongtype": [
+        ("HSETNX", "x", "b", "v"), ("MULTI",), ("SADD", "x", "a"),
+        ("HINCRBY", "x", "a", "1"), ("EXEC",), ("HGET", "x", "a"),
+    ],
     "reset": [
         ("CLIENT", "SETNAME", "x"), ("SELECT", "1"), ("SET", "a", "1"), ("HELLO", "3"),
         ("GET", "missing"), ("RESET",), ("GET", "a"), ("GET", "missing"),

@@ -353,6 +353,11 @@ def _load_scratch(cache, reads: list[tuple[_Target, object]],
             scratch._store(key, plain)
         else:
             scratch.execute([b"HSET", key, target.field, plain])
+    for key, kind in (types or {}).items():
+        # A hash whose fields the transaction reads were all missing: it still exists,
+        # so a queued SADD on it must fail with WRONGTYPE in the scratch as in Redis.
+        if kind == b"hash" and not scratch.execute([b"EXISTS", key]):
+            scratch._store(key, {})
     return scratch, None
 
 
