@@ -191,6 +191,8 @@ done:
     return rc;
 }
 
+static PyObject *hasher_name(HasherObject *self, Py_ssize_t db, PyObject *key_bytes);
+
 /* stored_key(db, key) -> the stored name, as KeyHasher.stored_key with hashing on. */
 static PyObject *Hasher_stored_key(HasherObject *self, PyObject *const *args,
                                    Py_ssize_t nargs) {
@@ -208,8 +210,13 @@ static PyObject *Hasher_stored_key(HasherObject *self, PyObject *const *args,
         PyErr_SetString(PyExc_TypeError, "the key must be bytes");
         return NULL;
     }
-    const char *key = PyBytes_AS_STRING(args[1]);
-    Py_ssize_t n = PyBytes_GET_SIZE(args[1]);
+    return hasher_name(self, db, args[1]);
+}
+
+/* The stored name of key_bytes (bytes) in logical db `db` (in range). */
+static PyObject *hasher_name(HasherObject *self, Py_ssize_t db, PyObject *key_bytes) {
+    const char *key = PyBytes_AS_STRING(key_bytes);
+    Py_ssize_t n = PyBytes_GET_SIZE(key_bytes);
     PyObject *ns = PyTuple_GET_ITEM(self->namespaces, db);
     Py_ssize_t ns_len = PyBytes_GET_SIZE(ns);
 
@@ -405,11 +412,20 @@ static int next_nonce(unsigned char *out) {
 }
 
 /* seal(db, stored_key, value, context=None) -> envelope, as ValueSealer.seal. */
+static PyObject *gcm_seal(GcmObject *self, Py_ssize_t db, PyObject *stored, PyObject *value,
+                          PyObject *context);
+
 static PyObject *Gcm_seal(GcmObject *self, PyObject *const *args, Py_ssize_t nargs) {
     Py_ssize_t db;
     PyObject *context;
     if (parse_envelope_args(args, nargs, "seal", &db, &context) < 0) return NULL;
-    PyObject *value = args[2];
+    return gcm_seal(self, db, args[1], args[2], context);
+}
+
+/* The envelope of `value` (bytes, checked by the caller for size) under stored name
+ * `stored` in logical db `db`, with `context` (bytes or Py_None) in the AAD. */
+static PyObject *gcm_seal(GcmObject *self, Py_ssize_t db, PyObject *stored, PyObject *value,
+                          PyObject *context) {
     Py_ssize_t n = PyBytes_GET_SIZE(value);
     PyObject *out = PyBytes_FromStringAndSize(NULL, n + OVERHEAD);
     if (!out) return NULL;
@@ -424,7 +440,7 @@ static PyObject *Gcm_seal(GcmObject *self, PyObject *const *args, Py_ssize_t nar
     EVP_CIPHER_CTX *ctx = self->enc;
     int len = 0, fin = 0;
     if (EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, nonce) != 1 ||
-        feed_aad(ctx, self->header, db, args[1], context) < 0 ||
+        feed_aad(ctx, self->header, db, stored, context) < 0 ||
         (n > 0 && EVP_EncryptUpdate(ctx, p + HEADER_BYTES + NONCE_BYTES, &len,
                                     (unsigned char *)PyBytes_AS_STRING(value), (int)n) != 1) ||
         EVP_EncryptFinal_ex(ctx, p + HEADER_BYTES + NONCE_BYTES + (n > 0 ? len : 0), &fin) != 1 ||
@@ -566,6 +582,8 @@ static PyObject *argument_bytes(PyObject *item) {
     return NULL;
 }
 
+static PyObject *pack_bytes(PyObject **items, Py_ssize_t count);
+
 /* pack_command(args: list or tuple) -> a RESP array of bulk strings (writer.command),
  * the same bytes as hiredis.pack_command for the same arguments. */
 static PyObject *pack_command(PyObject *module, PyObject *args) {
@@ -592,6 +610,13 @@ static PyObject *pack_command(PyObject *module, PyObject *args) {
             break;
         }
     }
+    PyObject *out = pack_bytes(items, count);
+    Py_XDECREF(converted);
+    return out;
+}
+
+/* items[0:count] (all bytes) as a RESP array of bulk strings. */
+static PyObject *pack_bytes(PyObject **items, Py_ssize_t count) {
     Py_ssize_t size = 3 + 20;
     for (Py_ssize_t i = 0; i < count; i++) size += PyBytes_GET_SIZE(items[i]) + 3 + 20 + 2;
     PyObject *out = PyBytes_FromStringAndSize(NULL, size);
@@ -608,7 +633,6 @@ static PyObject *pack_command(PyObject *module, PyObject *args) {
         }
         if (_PyBytes_Resize(&out, p - start) < 0) out = NULL;
     }
-    Py_XDECREF(converted);
     return out;
 }
 
@@ -1307,6 +1331,177 @@ static PyTypeObject ReplyReaderType = {
     .tp_methods = ReplyReader_methods,
 };
 
+/* ---- forwarding a batch's simple commands: Forwarder --------------------------------
+ *
+ * proxy.commands.table.forward for the simplest commands, for a client's batch
+ * (proxy.server.client.Batch): one key at 1, at most one value at a fixed offset from
+ * it, nothing else to check.  `table` (built by proxy.commands.table.simple_table) maps
+ * a command name as sent to (arity, value offset, decoder, reply kind).  forward()
+ * hashes the key, seals the value, packs the command and appends to the batch's lists
+ * what client.forward would, for commands[start:] until the first one it does not
+ * handle (not in the table, wrong arity, anything unusual): the Python dispatch takes
+ * that one, with the error reply it may deserve.  tests/test_native_forward.py checks it
+ * against the Python path.
+ */
+
+#define FORWARD_MAX_ARGS 16
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *table;
+    HasherObject *hasher;  /* NULL: hashing off, the name is namespace + key */
+    PyObject *namespaces;  /* tuple of bytes, one per logical db */
+    GcmObject *gcm;        /* NULL: encryption off, values go as they are */
+} ForwarderObject;
+
+static void Forwarder_dealloc(ForwarderObject *self) {
+    Py_XDECREF(self->table);
+    Py_XDECREF(self->hasher);
+    Py_XDECREF(self->namespaces);
+    Py_XDECREF(self->gcm);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Forwarder(table: dict, hasher: Hasher | None, namespaces: list[bytes], gcm: Gcm | None) */
+static int Forwarder_init(ForwarderObject *self, PyObject *args, PyObject *kwds) {
+    PyObject *table, *hasher, *namespaces, *gcm;
+    if (!PyArg_ParseTuple(args, "O!OOO:Forwarder", &PyDict_Type, &table, &hasher,
+                          &namespaces, &gcm))
+        return -1;
+    if ((hasher != Py_None && !PyObject_TypeCheck(hasher, &HasherType)) ||
+        (gcm != Py_None && !PyObject_TypeCheck(gcm, &GcmType))) {
+        PyErr_SetString(PyExc_TypeError, "Forwarder(table, Hasher or None, namespaces, "
+                                         "Gcm or None)");
+        return -1;
+    }
+    PyObject *names = PySequence_Tuple(namespaces);
+    if (!names) return -1;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(names); i++) {
+        if (!PyBytes_CheckExact(PyTuple_GET_ITEM(names, i))) {
+            Py_DECREF(names);
+            PyErr_SetString(PyExc_TypeError, "namespaces must be bytes");
+            return -1;
+        }
+    }
+    Py_INCREF(table);
+    Py_XSETREF(self->table, table);
+    Py_XSETREF(self->namespaces, names);
+    Py_XSETREF(self->hasher, hasher == Py_None ? NULL : (Py_INCREF(hasher), (HasherObject *)hasher));
+    Py_XSETREF(self->gcm, gcm == Py_None ? NULL : (Py_INCREF(gcm), (GcmObject *)gcm));
+    return 0;
+}
+
+/* One command, or 0 when Python must take it (-1 on a Python error). */
+static int forward_one(ForwarderObject *self, PyObject *command, Py_ssize_t db,
+                       PyObject *packed, PyObject *decoders, PyObject *ctxs, PyObject *kinds) {
+    if (!PyList_CheckExact(command)) return 0;
+    Py_ssize_t argc = PyList_GET_SIZE(command);
+    if (argc < 2 || argc > FORWARD_MAX_ARGS) return 0;
+    PyObject **args = PySequence_Fast_ITEMS(command);
+    for (Py_ssize_t i = 0; i < argc; i++) {
+        if (!PyBytes_CheckExact(args[i])) return 0;
+    }
+    PyObject *entry = PyDict_GetItemWithError(self->table, args[0]);
+    if (!entry) return PyErr_Occurred() ? -1 : 0;
+    if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 4) return 0;
+    long arity = PyLong_AsLong(PyTuple_GET_ITEM(entry, 0));
+    long offset = PyLong_AsLong(PyTuple_GET_ITEM(entry, 1));
+    long kind = PyLong_AsLong(PyTuple_GET_ITEM(entry, 3));
+    if (PyErr_Occurred()) return -1;
+    if (arity > 0 ? argc != arity : argc < -arity) return 0; /* Python answers the error */
+    if (offset < 0 || 1 + offset >= argc || kind < 0 || kind > 255) return 0;
+    if (PyBytes_GET_SIZE(args[1 + offset]) > INT_MAX - OVERHEAD ||
+        PyBytes_GET_SIZE(args[1]) > INT_MAX / 2)
+        return 0;
+
+    PyObject *stored;
+    if (self->hasher) {
+        stored = hasher_name(self->hasher, db, args[1]);
+    } else {
+        PyObject *ns = PyTuple_GET_ITEM(self->namespaces, db);
+        Py_ssize_t ns_len = PyBytes_GET_SIZE(ns), key_len = PyBytes_GET_SIZE(args[1]);
+        stored = PyBytes_FromStringAndSize(NULL, ns_len + key_len);
+        if (stored) {
+            memcpy(PyBytes_AS_STRING(stored), PyBytes_AS_STRING(ns), (size_t)ns_len);
+            memcpy(PyBytes_AS_STRING(stored) + ns_len, PyBytes_AS_STRING(args[1]),
+                   (size_t)key_len);
+        }
+    }
+    if (!stored) return -1;
+    PyObject *sealed = NULL;
+    if (offset && self->gcm) {
+        sealed = gcm_seal(self->gcm, db, stored, args[1 + offset], Py_None);
+        if (!sealed) {
+            Py_DECREF(stored);
+            return -1;
+        }
+    }
+    PyObject *items[FORWARD_MAX_ARGS];
+    for (Py_ssize_t i = 0; i < argc; i++) items[i] = args[i];
+    items[1] = stored;
+    if (sealed) items[1 + offset] = sealed;
+    PyObject *request = pack_bytes(items, argc);
+    Py_XDECREF(sealed);
+    int rc = -1;
+    Py_ssize_t kinds_len = PyByteArray_GET_SIZE(kinds);
+    if (request && PyList_Append(packed, request) == 0 &&
+        PyList_Append(decoders, PyTuple_GET_ITEM(entry, 2)) == 0 &&
+        PyList_Append(ctxs, stored) == 0 &&
+        PyByteArray_Resize(kinds, kinds_len + 1) == 0) {
+        PyByteArray_AS_STRING(kinds)[kinds_len] = (char)kind;
+        rc = 1;
+    }
+    Py_XDECREF(request);
+    Py_DECREF(stored);
+    return rc;
+}
+
+/* forward(commands, start, db, packed, decoders, ctxs, kinds) -> the index of the first
+ * command left to Python (len(commands) when it took them all). */
+static PyObject *Forwarder_forward(ForwarderObject *self, PyObject *const *args,
+                                   Py_ssize_t nargs) {
+    if (nargs != 7 || !PyList_Check(args[0]) || !PyList_Check(args[3]) ||
+        !PyList_Check(args[4]) || !PyList_Check(args[5]) || !PyByteArray_Check(args[6])) {
+        PyErr_SetString(PyExc_TypeError, "forward(commands: list, start, db, packed: list, "
+                                         "decoders: list, ctxs: list, kinds: bytearray)");
+        return NULL;
+    }
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t db = PyLong_AsSsize_t(args[2]);
+    if (PyErr_Occurred()) return NULL;
+    Py_ssize_t count = PyList_GET_SIZE(args[0]);
+    if (db < 0 || db >= PyTuple_GET_SIZE(self->namespaces) ||
+        (self->hasher && db >= self->hasher->databases) || start < 0) {
+        return PyLong_FromSsize_t(start < 0 ? 0 : start);
+    }
+    Py_ssize_t i = start;
+    for (; i < count; i++) {
+        int rc = forward_one(self, PyList_GET_ITEM(args[0], i), db, args[3], args[4], args[5],
+                             args[6]);
+        if (rc < 0) return NULL;
+        if (rc == 0) break;
+    }
+    return PyLong_FromSsize_t(i);
+}
+
+static PyMethodDef Forwarder_methods[] = {
+    {"forward", (PyCFunction)(void (*)(void))Forwarder_forward, METH_FASTCALL,
+     "forward(commands, start, db, packed, decoders, ctxs, kinds) -> next index"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ForwarderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "proxy._native.Forwarder",
+    .tp_basicsize = sizeof(ForwarderObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "table.forward for a batch's simplest commands (see proxy/_native.c).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Forwarder_init,
+    .tp_dealloc = (destructor)Forwarder_dealloc,
+    .tp_methods = Forwarder_methods,
+};
+
 static PyMethodDef module_methods[] = {
     {"pack_command", pack_command, METH_O,
      "pack_command(args) -> RESP array of bulk strings"},
@@ -1321,7 +1516,8 @@ static struct PyModuleDef native_module = {
 
 PyMODINIT_FUNC PyInit__native(void) {
     if (PyType_Ready(&HasherType) < 0 || PyType_Ready(&GcmType) < 0 ||
-        PyType_Ready(&ParserType) < 0 || PyType_Ready(&ReplyReaderType) < 0)
+        PyType_Ready(&ParserType) < 0 || PyType_Ready(&ReplyReaderType) < 0 ||
+        PyType_Ready(&ForwarderType) < 0)
         return NULL;
     if (pthread_atfork(NULL, NULL, nonce_pool_forget) != 0) {
         PyErr_SetString(PyExc_RuntimeError, "could not register the nonce pool's fork hook");
@@ -1333,10 +1529,12 @@ PyMODINIT_FUNC PyInit__native(void) {
     Py_INCREF(&GcmType);
     Py_INCREF(&ParserType);
     Py_INCREF(&ReplyReaderType);
+    Py_INCREF(&ForwarderType);
     if (PyModule_AddObject(m, "Hasher", (PyObject *)&HasherType) < 0 ||
         PyModule_AddObject(m, "Gcm", (PyObject *)&GcmType) < 0 ||
         PyModule_AddObject(m, "RequestParser", (PyObject *)&ParserType) < 0 ||
         PyModule_AddObject(m, "ReplyReader", (PyObject *)&ReplyReaderType) < 0 ||
+        PyModule_AddObject(m, "Forwarder", (PyObject *)&ForwarderType) < 0 ||
         PyModule_AddIntConstant(m, "KIND_PYTHON", KIND_PYTHON) < 0 ||
         PyModule_AddIntConstant(m, "KIND_VALUE", KIND_VALUE) < 0 ||
         PyModule_AddIntConstant(m, "KIND_STATUS_OR_NIL", KIND_STATUS_OR_NIL) < 0 ||

@@ -16,6 +16,7 @@ from proxy.config.schema import DEFAULT_NONCE_WARNING_SHARE
 from proxy.crypto import DecryptError, KeyHasher, ValueSealer
 from proxy.crypto.envelope import OVERHEAD
 from proxy.crypto.members import MemberCipher
+from proxy.speedups import native
 
 if TYPE_CHECKING:
     from proxy.backends import Backend
@@ -68,6 +69,7 @@ class Cache:
         # and that Gcm (None: values are stored as they are).
         self.reply_gcm = sealer.native_gcm if sealer is not None else None
         self.replies_in_c = sealer is None or self.reply_gcm is not None
+        self.forwarder = _forwarder(hasher, sealer)
 
     @classmethod
     def from_config(cls, cfg, backend: Backend) -> Cache:
@@ -208,6 +210,19 @@ class Cache:
                         "far. Values changed in Redis or written under a key that is no longer "
                         "in encryption.keys read as misses.", self.name, reason,
                         self.decrypt_failures[reason])
+
+
+def _forwarder(hasher: KeyHasher, sealer: ValueSealer | None):
+    """proxy._native.Forwarder for this cache's keys (a batch's simplest commands
+    transformed in C), or None when the C part does not do its hashing and sealing."""
+    if native is None or (hasher.enabled and hasher.native_hasher is None):
+        return None
+    if sealer is not None and sealer.native_gcm is None:
+        return None
+    from proxy.commands import simple_table  # the table is complete once it is imported
+
+    return native.Forwarder(simple_table(), hasher.native_hasher, hasher.namespaces,
+                            sealer.native_gcm if sealer is not None else None)
 
 
 def _bulk(db: int, stored_key: bytes, blob: bytes) -> bytes:

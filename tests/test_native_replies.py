@@ -209,8 +209,9 @@ def _batch(cache, db, proto, decoders, ctxs, in_c: bool) -> Batch:
     batch = Batch(_Client(cache, db, proto))
     batch.cache, batch.db, batch.proto = cache, db, proto
     batch.decoders, batch.ctxs, batch.count = list(decoders), list(ctxs), len(decoders)
+    batch.kinds = bytearray(replies.REPLY_KINDS.get(d, 0) for d in decoders)
     if in_c:
-        batch.kinds = bytearray(replies.REPLY_KINDS.get(d, 0) for d in decoders)
+        batch.in_c = True
         batch.gcm = cache.reply_gcm
     return batch
 

@@ -20,6 +20,6 @@ from proxy.commands import (  # noqa: F401 - they register themselves
     transactions,
     zsets,
 )
-from proxy.commands.table import TABLE, Command, dispatch
+from proxy.commands.table import TABLE, Command, dispatch, simple_table
 
-__all__ = ["TABLE", "Command", "dispatch"]
+__all__ = ["TABLE", "Command", "dispatch", "simple_table"]

@@ -132,6 +132,27 @@ def dispatch(client, args: list[bytes]) -> None:
     command.run(client, command, args)
 
 
+def simple_table() -> dict[bytes, tuple[int, int, Decoder, int]]:
+    """The commands proxy._native.Forwarder transforms in C for a client's batch, by
+    name as clients send it: (arity, value offset, decoder, reply kind).
+
+    Exactly those `forward` handles with one key at 1 and no check, and SET without
+    options (run_set's only case that needs no look at the options).  Whatever else a
+    batch holds goes through dispatch; tests/test_native_forward.py checks both give
+    the same requests."""
+    from proxy.commands.strings import run_set
+
+    table = {}
+    for name, command in TABLE.items():
+        if (command.run is forward and command.keys == (1, 1, 1) and command.check is None
+                and command.batchable):
+            table[name] = (command.arity, command.value_offset, command.decode,
+                           replies.REPLY_KINDS.get(command.decode, 0))
+        elif command.run is run_set:
+            table[name] = (3, 1, replies.status_or_nil, replies.REPLY_KINDS[replies.status_or_nil])
+    return table
+
+
 def subcommands(*commands: Command) -> dict[bytes, Command]:
     """A container's table (CLIENT, CLUSTER): `client|setname` is found as b"setname"."""
     return {c.name.split("|", 1)[1].encode(): c for c in commands}

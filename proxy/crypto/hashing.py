@@ -96,6 +96,7 @@ class KeyHasher:
         self._namespaces = [prefix + b"%d:" % db if prefix_enabled else b""
                             for db in range(databases)]
         self._prefix = prefix if prefix_enabled else b""
+        self.native_hasher = None  # proxy._native.Hasher when hashing runs in C
         self._key_macs: list[_Hmac] = []
         self._tag_macs: list[_Hmac] = []
         if hashing_key is not None:
@@ -111,8 +112,9 @@ class KeyHasher:
             if native is not None:
                 # The same computation in one C call (proxy/_native.c); the method below
                 # stays the reference that tests/test_native.py compares it with.
-                self.stored_key = native.Hasher(hmac_key, key_domains, tag_domains,
-                                                self._namespaces).stored_key
+                self.native_hasher = native.Hasher(hmac_key, key_domains, tag_domains,
+                                                   self._namespaces)
+                self.stored_key = self.native_hasher.stored_key
 
     @property
     def enabled(self) -> bool:
@@ -126,6 +128,10 @@ class KeyHasher:
     def namespace(self, db: int) -> bytes:
         """What every stored name of logical database `db` starts with."""
         return self._namespaces[db]
+
+    @property
+    def namespaces(self) -> list[bytes]:
+        return self._namespaces
 
     def stored_key(self, db: int, key: bytes) -> bytes:
         if not self._enabled:

@@ -54,7 +54,7 @@ class Slot:
 
     __slots__ = ("client", "decode", "ctx", "data", "cache", "db", "proto", "start", "stat",
                  "t0")
-    kinds = None  # not a Batch: the upstream reader's fast path is not for it
+    in_c = False  # not a Batch: the upstream reader's fast path is not for it
 
     def __init__(self, client, decode, ctx):
         self.client = client
@@ -100,14 +100,15 @@ class Batch:
     """
 
     __slots__ = ("client", "decoders", "ctxs", "packed", "parts", "data", "cache", "db",
-                 "proto", "start", "count", "kinds", "gcm")
+                 "proto", "start", "count", "kinds", "in_c", "gcm")
 
     def __init__(self, client):
         self.client = client
         self.cache = self.db = self.proto = None  # set when its first command joins
-        # What each reply holds for proxy._native.ReplyReader.take (replies.REPLY_KINDS),
-        # or None when the cache cannot have its replies decoded in C.
-        self.kinds: bytearray | None = None
+        # What each reply holds (replies.REPLY_KINDS), for proxy._native.ReplyReader.take;
+        # in_c: whether the upstream reader may use it (the cache's crypto runs in C).
+        self.kinds = bytearray()
+        self.in_c = False
         self.gcm = None
         self.decoders: list = []
         self.ctxs: list = []
@@ -273,9 +274,18 @@ class ClientConnection(asyncio.Protocol):
             self._run_backlog()
         else:
             stats = self.stats
+            forwarder = None
             if stats is None and len(commands) > 1 and hasattr(self.route, "submit_packed"):
                 self.batch = Batch(self)  # see Batch; dispatch ends it before other commands
-            for index, args in enumerate(commands):
+                forwarder = self.cache.forwarder
+            index, count = 0, len(commands)
+            while index < count:
+                if forwarder is not None:
+                    index = self._forward_simple(forwarder, commands, index)
+                    if index == count:
+                        break
+                args = commands[index]
+                index += 1
                 if stats is None:  # without metrics: no per-command call of our own
                     try:
                         dispatch(self, args)
@@ -285,7 +295,7 @@ class ClientConnection(asyncio.Protocol):
                     self._dispatch(args)
                 if self._blocked or self._closing:
                     if not self._closing:
-                        self._backlog.extend(commands[index + 1:])
+                        self._backlog.extend(commands[index:])
                     break
             if self.batch is not None:
                 self.end_batch(reopen=False)
@@ -326,23 +336,39 @@ class ClientConnection(asyncio.Protocol):
             return
         batch = self.batch
         if batch is not None:
-            if not batch.count:  # its place in the reply order is its first command's
-                cache = batch.cache = self.cache
-                batch.db, batch.proto = self.db, self.proto
-                if cache.replies_in_c:
-                    batch.kinds = bytearray()
-                    batch.gcm = cache.reply_gcm
-                self._slots.append(batch)
+            if not batch.count:
+                self._open_batch(batch)
             batch.count += 1
             batch.packed.append(pack_request(args))
             batch.decoders.append(decode)
             batch.ctxs.append(ctx)
-            if batch.kinds is not None:
-                batch.kinds.append(REPLY_KINDS.get(decode, 0))
+            batch.kinds.append(REPLY_KINDS.get(decode, 0))
             return
         slot = Slot(self, decode, ctx)
         self._slots.append(slot)
         self.route.submit(args, slot, command)
+
+    def _open_batch(self, batch: Batch) -> None:
+        """Its first command joins: its place in the reply order is that command's."""
+        cache = batch.cache = self.cache
+        batch.db, batch.proto = self.db, self.proto
+        batch.in_c = cache.replies_in_c
+        batch.gcm = cache.reply_gcm
+        self._slots.append(batch)
+
+    def _forward_simple(self, forwarder, commands: list, index: int) -> int:
+        """Forward commands[index:] in C while they are the simplest kind (see
+        proxy._native.Forwarder); returns the index of the first one left for dispatch."""
+        if not self.authenticated or self.multi is not None or self.capture is not None:
+            return index
+        batch = self.batch
+        end = forwarder.forward(commands, index, self.db, batch.packed, batch.decoders,
+                                batch.ctxs, batch.kinds)
+        if end > index:
+            if not batch.count:
+                self._open_batch(batch)
+            batch.count += end - index
+        return end
 
     def end_batch(self, reopen: bool = True) -> None:
         """Submit the open batch's commands; with `reopen`, later ones start a new batch

@@ -419,7 +419,7 @@ class UpstreamConnection(asyncio.Protocol):
             while True:
                 if take is not None and waiters:
                     head = waiters[0]
-                    if getattr(head, "kinds", None) is not None:
+                    if getattr(head, "in_c", False):
                         # A client's batch: its replies decoded in C, as many as are
                         # here and need no Python (proxy.server.client.Batch).
                         taken = head.take_replies(take)
