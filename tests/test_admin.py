@@ -13,6 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.crypto.keys import derive_key_id
+from proxy.resp.writer import python_command
 from tests.proxyproc import run_cli, start_proxy_listeners, wait_until
 from tests.servers import RawClient, free_port, start_redis
 
@@ -85,6 +86,37 @@ def proxy(redis_server):
     proc.admin_port = admin_port
     yield proc
     assert proc.stop() == 0, proc.log()
+
+
+def test_metrics_count_every_command_of_a_pipelined_read(proxy):
+    """One read of mixed commands becomes batches (proxy.server.client.Batch), some
+    forwarded in C: each command is still counted once, with its own outcome."""
+    with RawClient(proxy.port) as c:
+        assert c.call("AUTH", PASSWORD) == b"+OK\r\n"
+        pipeline = ([("SET", f"k{i}", "v") for i in range(20)]  # the C forwarder
+                    + [("GET",), ("SET", "k0", "v", "EX", "100"), ("KEYS", "*")]
+                    + [("GET", f"k{i}") for i in range(5)] + [("GET", "missing")]
+                    + [("LPUSH", "k1", "x"), ("HSET", "h", "f", "v"), ("PING",)])
+        c.send_raw(b"".join(python_command([str(a).encode() for a in args])
+                            for args in pipeline))
+        got = [c.read_reply() for _ in pipeline]
+        assert got[:20] == [b"+OK\r\n"] * 20
+        assert got[20].startswith(b"-ERR wrong number of arguments")
+        assert got[21] == b"+OK\r\n" and got[22].startswith(b"-ERR cachecloak does not")
+        assert got[23:28] == [b"$1\r\nv\r\n"] * 5 and got[28] == b"$-1\r\n"
+        assert got[29].startswith(b"-WRONGTYPE") and got[30:] == [b":1\r\n", b"+PONG\r\n"]
+
+        samples = scrape(proxy.admin_port)
+
+    def count(command: str, outcome: str) -> float:
+        return value(samples, "cachecloak_commands_total", cache="main", command=command,
+                     outcome=outcome)
+
+    assert count("set", "ok") == 21 and count("get", "ok") == 6 and count("get", "error") == 1
+    assert count("keys", "refused") == 1 and count("lpush", "error") == 1
+    assert count("hset", "ok") == 1 and count("ping", "ok") == 1
+    assert value(samples, "cachecloak_command_duration_seconds_count", cache="main") == (
+        1 + len(pipeline))
 
 
 def test_metrics_count_a_workload(proxy, redis_server):

@@ -203,6 +203,7 @@ def _reply_for(draw, cache: Cache, old_cache: Cache, stored: bytes, db: int) -> 
 class _Client:
     def __init__(self, cache, db, proto):
         self.cache, self.db, self.proto = cache, db, proto
+        self.stats = None
 
 
 def _batch(cache, db, proto, decoders, ctxs, in_c: bool) -> Batch:

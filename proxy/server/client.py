@@ -100,7 +100,7 @@ class Batch:
     """
 
     __slots__ = ("client", "decoders", "ctxs", "packed", "parts", "data", "cache", "db",
-                 "proto", "start", "count", "kinds", "in_c", "gcm")
+                 "proto", "start", "count", "kinds", "in_c", "gcm", "stats", "t0", "names")
 
     def __init__(self, client):
         self.client = client
@@ -110,6 +110,11 @@ class Batch:
         self.kinds = bytearray()
         self.in_c = False
         self.gcm = None
+        # With per-command metrics: the commands' names, and when the read came; each
+        # is counted when the batch's replies are all there (they leave together).
+        self.stats = client.stats
+        self.t0 = perf_counter() if self.stats is not None else 0.0
+        self.names: list[bytes] = []
         self.decoders: list = []
         self.ctxs: list = []
         self.packed: list[bytes] = []
@@ -130,20 +135,32 @@ class Batch:
                 log.error("could not decode a reply (%s)", type(exc).__name__)
                 parts.append(writer.error("ERR cachecloak could not decode Redis's reply"))
         if len(parts) == self.count:
-            self.data = b"".join(parts)
+            self._done()
 
     def fail(self, error_reply: bytes) -> None:
         parts = self.parts
         parts.append(error_reply)
         if len(parts) == self.count:
-            self.data = b"".join(parts)
+            self._done()
+
+    def _done(self) -> None:
+        parts = self.parts
+        self.data = b"".join(parts)
+        stats = self.stats
+        if stats is not None:
+            t0, entries = self.t0, stats.entries
+            for name, part in zip(self.names, parts, strict=True):
+                entry = entries.get(name)
+                if entry is None:
+                    entry = stats.resolve(name)
+                entry.finish(t0, part)
 
     def take_replies(self, take) -> int:
         """Let the upstream reader's `take` decode what it can of the next replies."""
         parts = self.parts
         taken = take(parts, self.kinds, self.ctxs, self.proto, self.gcm, self.db)
         if len(parts) == self.count:
-            self.data = b"".join(parts)
+            self._done()
         return taken
 
 
@@ -275,7 +292,7 @@ class ClientConnection(asyncio.Protocol):
         else:
             stats = self.stats
             forwarder = None
-            if stats is None and len(commands) > 1 and hasattr(self.route, "submit_packed"):
+            if len(commands) > 1 and hasattr(self.route, "submit_packed"):
                 self.batch = Batch(self)  # see Batch; dispatch ends it before other commands
                 forwarder = self.cache.forwarder
             index, count = 0, len(commands)
@@ -368,6 +385,8 @@ class ClientConnection(asyncio.Protocol):
             if not batch.count:
                 self._open_batch(batch)
             batch.count += end - index
+            if batch.stats is not None:
+                batch.names.extend(args[0] for args in commands[index:end])
         return end
 
     def end_batch(self, reopen: bool = True) -> None:
@@ -419,7 +438,12 @@ class ClientConnection(asyncio.Protocol):
             entry = stats.resolve(args[0])
         slots, out = self._slots, self._out
         before_slots, before_out = len(slots), len(out)
+        batch = self.batch
+        before_batch = batch.count if batch is not None else 0
         self._run(args)
+        if batch is not None and self.batch is batch and batch.count > before_batch:
+            batch.names.append(args[0])  # counted when the batch is complete (Batch._done)
+            return
         if len(slots) > before_slots:
             slot = slots[before_slots]
             if slot.data is None:  # answered later: Slot.complete/fail or _run_operation
