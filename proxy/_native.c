@@ -1000,7 +1000,8 @@ static PyTypeObject ParserType = {
  * Reads the replies of one upstream connection (RESP2: cachecloak never sends HELLO 3
  * upstream).  gets() returns the next reply as hiredis.Reader does (bytes, int, None,
  * list, hiredis.ReplyError; hiredis.ProtocolError raised for an invalid stream), and it
- * is tested against hiredis.Reader for that.  take() is the fast path of a client's
+ * is tested against hiredis.Reader for that; one difference: an error line's bytes that
+ * are not UTF-8 become surrogate escapes, not U+FFFD, so they reach the client intact.  take() is the fast path of a client's
  * batch (proxy.server.client.Batch): it turns the replies of the batch's commands
  * straight into the client's bytes, as the Python decoders named by `kinds` would, and
  * stops before the first reply it does not handle (an error reply, an envelope that
@@ -1158,7 +1159,9 @@ static PyObject *build_reply(ReplyReaderObject *self, const char *b, Py_ssize_t 
     case '+':
         return PyBytes_FromStringAndSize(text, text_len);
     case '-': {
-        PyObject *message = PyUnicode_DecodeUTF8(text, text_len, "replace");
+        /* Not hiredis's "replace": bytes that are not UTF-8 (an option Redis echoes)
+         * stay surrogate escapes, which writer.error turns back into those bytes. */
+        PyObject *message = PyUnicode_DecodeUTF8(text, text_len, "surrogateescape");
         if (!message) return NULL;
         PyObject *error = PyObject_CallOneArg(self->error_class, message);
         Py_DECREF(message);

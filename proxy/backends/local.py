@@ -267,11 +267,12 @@ def _opt(arg: bytes) -> bytes:
 def _error_text(message: bytes) -> hiredis.ReplyError:
     """Build an error from bytes that may echo client input, as addReplyErrorFormat does.
 
-    Redis replaces CR and LF so the reply stays one protocol line; hiredis decodes the
-    line as UTF-8 with replacement characters, so the same is done here.
+    Redis replaces CR and LF so the reply stays one protocol line.  Bytes that are not
+    UTF-8 are kept as surrogate escapes (as proxy._native.ReplyReader reads Redis's
+    error lines), so writer.error sends them back as they were.
     """
     message = message.replace(b"\r", b" ").replace(b"\n", b" ")
-    return hiredis.ReplyError(message.decode("utf-8", "replace"))
+    return hiredis.ReplyError(message.decode("utf-8", "surrogateescape"))
 
 
 # --------------------------------------------------------------------- numbers

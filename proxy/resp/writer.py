@@ -35,9 +35,15 @@ def status(text: bytes) -> bytes:
 
 
 def error(text: str | bytes) -> bytes:
-    """An error reply; CR and LF are replaced as Redis does, so a reply stays one line."""
+    """An error reply; CR and LF are replaced as Redis does, so a reply stays one line.
+
+    A str made from Redis's error line (ReplyReader, the local backend) carries bytes
+    that are not UTF-8 as surrogate escapes: they go out as the bytes they were."""
     if isinstance(text, str):
-        text = text.encode("utf-8", "replace")
+        try:
+            text = text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a lone surrogate of another origin
+            text = text.encode("utf-8", "replace")
     return b"-" + text.replace(b"\r", b" ").replace(b"\n", b" ") + b"\r\n"
 
 
