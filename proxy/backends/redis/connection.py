@@ -1,7 +1,8 @@
 """One pipelined connection to Redis, shared by many clients, that repairs itself.
 
 Every command written is matched to its waiter by position: Redis answers one
-connection's commands in order, so a FIFO of waiters is the whole bookkeeping.  When the
+connection's commands in order, so a FIFO of waiters is the whole bookkeeping (a client's
+batch is in it once per command: `submit_packed`).  When the
 connection breaks, every waiter still in the FIFO gets an error reply at once (a write
 that may or may not have been applied is reported, never sent again), the FIFO is
 emptied, and the next command starts a new connection.  Nothing can then be matched to
