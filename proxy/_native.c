@@ -1103,13 +1103,24 @@ static int scan_reply(const char *b, Py_ssize_t len, Py_ssize_t pos, Py_ssize_t 
     long long n;
     while (pending > 0) {
         if (pos >= len) return 0;
+        char type = b[pos];
+        if (type != '+' && type != '-' && type != ':' && type != '$' && type != '*') {
+            *why = "Protocol error: unexpected reply type byte"; /* at once, as hiredis */
+            return -1;
+        }
         Py_ssize_t cr = line_end(b, pos + 1, len);
         if (cr < 0) return 0;
         Py_ssize_t next = cr + 2;
         pending--;
-        switch (b[pos]) {
+        switch (type) {
         case '+':
         case '-':
+            /* As hiredis: a simple string holds no CR or LF. */
+            if (memchr(b + pos + 1, '\r', (size_t)(cr - pos - 1)) ||
+                memchr(b + pos + 1, '\n', (size_t)(cr - pos - 1))) {
+                *why = "Bad simple string value";
+                return -1;
+            }
             break;
         case ':':
             if (!strict_ll(b + pos + 1, cr - pos - 1, &n)) {

@@ -67,9 +67,10 @@ def _pieces(stream: bytes, cuts: list[int]):
         yield start, end - start
 
 
-def _all_replies(reader, stream: bytes, cuts: list[int]) -> list:
-    """Feed `stream` in pieces cut at `cuts`, reading every reply as soon as it is there."""
-    out = []
+def _all_replies(reader, stream: bytes, cuts: list[int], out: list | None = None) -> list:
+    """Feed `stream` in pieces cut at `cuts`, reading every reply as soon as it is there
+    (into `out`, when given, so that what came before an exception is kept)."""
+    out = [] if out is None else out
     for start, length in _pieces(stream, cuts):
         reader.feed(stream, start, length)
         while (reply := reader.gets()) is not False:
@@ -102,6 +103,26 @@ def test_gets_reads_what_hiredis_reads_split_anywhere(replies_, cuts):
             assert type(reply) is hiredis.ReplyError
             line = b"-" + str(reply).encode("utf-8", "surrogateescape") + b"\r\n"
             assert line in errors  # the error line's bytes, all of them
+
+
+def _until_protocol_error(reader, stream: bytes, cuts: list[int]) -> list:
+    out: list = []
+    try:
+        _all_replies(reader, stream, cuts, out)
+    except hiredis.ProtocolError:
+        out.append("protocol error")
+    return out
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.binary(max_size=40).map(lambda b: bytes(b"+-:$*\r\n0123456789ab"[x % 19] for x in b)),
+       st.lists(st.integers(0, 40), max_size=4))
+def test_any_bytes_read_as_hiredis_reads_them(stream, cuts):
+    """Made of RESP2's own bytes, so most streams are nearly valid: the same replies
+    and the same protocol errors, found at the same point of the stream."""
+    ours = _until_protocol_error(_reader(), stream, cuts)
+    theirs = _until_protocol_error(hiredis.Reader(), stream, cuts)
+    assert [_comparable(r) for r in ours] == [_comparable(r) for r in theirs]
 
 
 @pytest.mark.parametrize("stream", [

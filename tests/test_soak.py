@@ -263,6 +263,8 @@ class Worker(threading.Thread):
             self.push_or_add()
         elif roll < 0.55:
             self.transaction()
+        elif roll < 0.62:
+            self.pipelined()
         elif roll < 0.78:
             self.read()
         else:
@@ -277,6 +279,43 @@ class Worker(threading.Thread):
         if not is_error(reply) and reply != b"OK":
             raise Mismatch(f"SET answered {reply!r}")
         self.strings[key].wrote(value, not is_error(reply), self.round)
+
+    def pipelined(self) -> None:
+        """SETs and GETs of strings in one write: the proxy makes a batch of them
+        (proxy.server.client.Batch), which a fault may cut anywhere.  Replies must come
+        in order: a GET right after an acknowledged SET of the same key in the same
+        pipeline (one connection, so one server) reads exactly that value."""
+        steps = []
+        for _ in range(self.rng.randrange(2, 10)):
+            key = self.rng.choice(list(self.strings))
+            steps.append((key, self.value(key) if self.rng.random() < 0.5 else None))
+        self.client.send_raw(b"".join(
+            encode_command(("GET", key) if value is None else ("SET", key, value))
+            for key, value in steps))
+        last_acked: dict[str, str] = {}  # key -> value acknowledged in this pipeline
+        failed = False
+        for key, value in steps:
+            reply = parse(self.client.read_reply())
+            if is_error(reply):
+                self.errors += 1
+                failed = True
+                last_acked.pop(key, None)
+                if value is not None:
+                    self.strings[key].wrote(value, False, self.round)
+                continue
+            self.last_success = time.monotonic()
+            if value is not None:
+                if reply != b"OK":
+                    raise Mismatch(f"pipelined SET answered {reply!r}")
+                self.strings[key].wrote(value, True, self.round)
+                last_acked[key] = value
+                continue
+            self.check_value(reply, key, self.strings[key].possible())
+            got = reply.decode() if isinstance(reply, bytes) else reply
+            if key in last_acked and got != last_acked[key]:
+                raise Mismatch(f"pipelined GET of {key} did not read the SET just before it")
+        if failed:
+            time.sleep(0.02)  # as call(): an outage shows as a bounded burst
 
     def incr(self) -> None:
         key = self.rng.choice(list(self.counters))
