@@ -40,7 +40,11 @@ def b(arg: bytes | str | int) -> bytes:
 def norm(reply):
     """A comparable form of a reply that keeps the type (b"1" != 1, True != 1)."""
     if isinstance(reply, hiredis.ReplyError):
-        return ("error", reply.args)
+        # The store keeps an echoed argument's bytes that are not UTF-8 as surrogate
+        # escapes (they reach the client as they were); hiredis, reading Redis here,
+        # replaces them with U+FFFD: compared the way hiredis decodes.
+        return ("error", tuple(a.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                               if isinstance(a, str) else a for a in reply.args))
     if isinstance(reply, list):
         return ("array", [norm(r) for r in reply])
     return (type(reply).__name__, reply)
