@@ -150,7 +150,9 @@ class Batch:
         stats = self.stats
         if stats is not None:
             t0, entries = self.t0, stats.entries
-            for name, part in zip(self.names, parts, strict=True):
+            # One name per command (data_received records them); zip, not strict: a
+            # counting slip must never stop the upstream reader that calls this.
+            for name, part in zip(self.names, parts, strict=False):
                 entry = entries.get(name)
                 if entry is None:
                     entry = stats.resolve(name)

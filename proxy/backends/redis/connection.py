@@ -2,11 +2,11 @@
 
 Every command written is matched to its waiter by position: Redis answers one
 connection's commands in order, so a FIFO of waiters is the whole bookkeeping (a client's
-batch is in it once per command: `submit_packed`).  When the
-connection breaks, every waiter still in the FIFO gets an error reply at once (a write
-that may or may not have been applied is reported, never sent again), the FIFO is
-emptied, and the next command starts a new connection.  Nothing can then be matched to
-the wrong command, because a new connection starts with an empty FIFO.
+batch is in it once per command: `submit_packed`).  When the connection breaks, every
+waiter still in the FIFO gets an error reply at once (a write that may or may not have
+been applied is reported, never sent again), the FIFO is emptied, and the next command
+starts a new connection.  Nothing can then be matched to the wrong command, because a
+new connection starts with an empty FIFO.
 
 States: DOWN -> CONNECTING -> HANDSHAKE (AUTH, SELECT) -> READY -> DOWN ...
 Commands submitted before READY wait in the write buffer; they are written only after
