@@ -23,10 +23,21 @@ from tests.secrets_registry import register_proxy, register_redis_args
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on, never the same one twice in this process: the
+    kernel may offer a port again once the probe socket closed, and two listeners of
+    one proxy (its listener and its admin endpoint) then collided."""
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no unused loopback port left to hand out")
 
 
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0,
