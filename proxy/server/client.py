@@ -45,6 +45,18 @@ MAX_INFLIGHT = 16 * 1024
 _ids = itertools.count(1)
 
 
+def _client_bytes(waiter, decode, ctx, reply) -> bytes:
+    """What the client gets for an upstream reply: an error reply as it is, anything
+    else through the command's decoder (whose failure is an error reply, not a crash)."""
+    if type(reply) is ReplyError:
+        return writer.error(str(reply))
+    try:
+        return decode(waiter, ctx, reply)
+    except Exception as exc:  # noqa: BLE001 - a bad reply must not kill the loop
+        log.error("could not decode a reply (%s)", type(exc).__name__)
+        return writer.error("ERR cachecloak could not decode Redis's reply")
+
+
 class Slot:
     """A reply position.  Doubles as the backend's waiter for forwarded commands.
 
@@ -70,14 +82,7 @@ class Slot:
             self.proto = client.proto
 
     def complete(self, reply) -> None:
-        if type(reply) is ReplyError:
-            self.data = writer.error(str(reply))
-        else:
-            try:
-                self.data = self.decode(self, self.ctx, reply)
-            except Exception as exc:  # noqa: BLE001 - a bad reply must not kill the loop
-                log.error("could not decode a reply (%s)", type(exc).__name__)
-                self.data = writer.error("ERR cachecloak could not decode Redis's reply")
+        self.data = _client_bytes(self, self.decode, self.ctx, reply)
         if self.stat is not None:
             self.stat.finish(self.t0, self.data)
 
@@ -126,15 +131,8 @@ class Batch:
 
     def complete(self, reply) -> None:
         parts = self.parts
-        if type(reply) is ReplyError:
-            parts.append(writer.error(str(reply)))
-        else:
-            index = len(parts)
-            try:
-                parts.append(self.decoders[index](self, self.ctxs[index], reply))
-            except Exception as exc:  # noqa: BLE001 - as Slot.complete
-                log.error("could not decode a reply (%s)", type(exc).__name__)
-                parts.append(writer.error("ERR cachecloak could not decode Redis's reply"))
+        index = len(parts)
+        parts.append(_client_bytes(self, self.decoders[index], self.ctxs[index], reply))
         if len(parts) == self.count:
             self._done()
 
