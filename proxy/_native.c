@@ -1237,6 +1237,59 @@ static PyObject *ReplyReader_gets(ReplyReaderObject *self, PyObject *unused) {
     return reply;
 }
 
+/* The client's bytes for the reply at b[*pos] of a command whose reply is of `kind`
+ * (KIND_*), stored under `stored`, as the Python decoder of that kind would make them;
+ * *pos moves past it.  NULL without an exception: not one for C (incomplete, an error
+ * reply, an envelope of an old key or that does not authenticate, anything else), and
+ * gets() and the Python decoder take it.  NULL with an exception: a Python error. */
+static PyObject *take_reply(ReplyReaderObject *self, int kind, PyObject *stored, int resp3,
+                            GcmObject *gcm, Py_ssize_t db, Py_ssize_t *pos) {
+    const char *b = self->buf;
+    Py_ssize_t len = self->len, at = *pos;
+    long long n;
+    if (at >= len || kind == KIND_PYTHON) return NULL;
+    Py_ssize_t cr = line_end(b, at + 1, len);
+    if (cr < 0) return NULL;
+    char type = b[at];
+    Py_ssize_t next = cr + 2;
+    PyObject *part = NULL;
+    if (type == '$') {
+        if (kind != KIND_VALUE && kind != KIND_STATUS_OR_NIL) return NULL;
+        if (!strict_ll(b + at + 1, cr - at - 1, &n) || n < -1) return NULL; /* gets() says */
+        if (n == -1) {
+            part = self->null_bulk[resp3];
+            Py_INCREF(part);
+        } else {
+            if (kind != KIND_VALUE || n > PY_SSIZE_T_MAX / 2) return NULL;
+            if (next + n + 2 > len) return NULL; /* not all here yet */
+            Py_ssize_t total = next + (Py_ssize_t)n + 2;
+            if (b[total - 2] != '\r' || b[total - 1] != '\n') return NULL;
+            if (gcm == NULL) {
+                part = PyBytes_FromStringAndSize(b + at, total - at);
+            } else {
+                if (!PyBytes_Check(stored)) return NULL;
+                part = gcm_open_bulk(gcm, db, stored, (const unsigned char *)b + next,
+                                     (Py_ssize_t)n);
+                if (part == Py_None) { /* old key or not authentic: Python decides */
+                    Py_DECREF(part);
+                    return NULL;
+                }
+            }
+            next = total;
+        }
+    } else if (type == '+') {
+        if (kind != KIND_STATUS && kind != KIND_STATUS_OR_NIL) return NULL;
+        part = PyBytes_FromStringAndSize(b + at, next - at);
+    } else if (type == ':') {
+        if (kind != KIND_INTEGER || !strict_ll(b + at + 1, cr - at - 1, &n)) return NULL;
+        part = PyBytes_FromStringAndSize(b + at, next - at);
+    } else {
+        return NULL; /* error replies, arrays, anything else: gets() and Python */
+    }
+    if (part) *pos = next;
+    return part;
+}
+
 /* take(parts, kinds, ctxs, proto, gcm, db) -> how many replies it took.
  *
  * The batch's next reply is number len(parts); kinds[i] (a bytearray of KIND_*) says
@@ -1257,64 +1310,48 @@ static PyObject *ReplyReader_take(ReplyReaderObject *self, PyObject *const *args
     long proto = PyLong_AsLong(args[3]);
     Py_ssize_t db = PyLong_AsSsize_t(args[5]);
     if (PyErr_Occurred()) return NULL;
-    PyObject *null_bulk = self->null_bulk[proto == 3];
     const unsigned char *kinds = (const unsigned char *)PyByteArray_AS_STRING(args[1]);
     Py_ssize_t count = PyByteArray_GET_SIZE(args[1]);
     if (PyList_GET_SIZE(ctxs) < count) count = PyList_GET_SIZE(ctxs);
-    const char *b = self->buf;
-    Py_ssize_t len = self->len, pos = self->pos, taken = 0;
-    long long n;
+    Py_ssize_t pos = self->pos, taken = 0;
     for (Py_ssize_t i = PyList_GET_SIZE(parts); i < count; i++) {
-        int kind = kinds[i];
-        if (pos >= len || kind == KIND_PYTHON) break;
-        Py_ssize_t cr = line_end(b, pos + 1, len);
-        if (cr < 0) break;
-        char type = b[pos];
-        Py_ssize_t next = cr + 2;
-        PyObject *part = NULL;
-        if (type == '$') {
-            if (kind != KIND_VALUE && kind != KIND_STATUS_OR_NIL) break;
-            if (!strict_ll(b + pos + 1, cr - pos - 1, &n) || n < -1) break; /* gets() says */
-            if (n == -1) {
-                part = null_bulk;
-                Py_INCREF(part);
-            } else {
-                if (kind != KIND_VALUE || n > PY_SSIZE_T_MAX / 2) break;
-                if (next + n + 2 > len) break; /* not all here yet */
-                Py_ssize_t total = next + (Py_ssize_t)n + 2;
-                if (b[total - 2] != '\r' || b[total - 1] != '\n') break;
-                if (gcm == NULL) {
-                    part = PyBytes_FromStringAndSize(b + pos, total - pos);
-                } else {
-                    PyObject *stored = PyList_GET_ITEM(ctxs, i);
-                    if (!PyBytes_Check(stored)) break;
-                    part = gcm_open_bulk(gcm, db, stored, (const unsigned char *)b + next,
-                                         (Py_ssize_t)n);
-                    if (part == Py_None) { /* old key or not authentic: Python decides */
-                        Py_DECREF(part);
-                        break;
-                    }
-                }
-                next = total;
-            }
-        } else if (type == '+') {
-            if (kind != KIND_STATUS && kind != KIND_STATUS_OR_NIL) break;
-            part = PyBytes_FromStringAndSize(b + pos, next - pos);
-        } else if (type == ':') {
-            if (kind != KIND_INTEGER || !strict_ll(b + pos + 1, cr - pos - 1, &n)) break;
-            part = PyBytes_FromStringAndSize(b + pos, next - pos);
-        } else {
-            break; /* error replies, arrays, anything else: gets() and Python */
+        PyObject *part = take_reply(self, kinds[i], PyList_GET_ITEM(ctxs, i), proto == 3,
+                                    gcm, db, &pos);
+        if (!part) {
+            if (PyErr_Occurred()) return NULL;
+            break;
         }
-        if (!part) return NULL;
         int rc = PyList_Append(parts, part);
         Py_DECREF(part);
         if (rc < 0) return NULL;
-        pos = next;
         taken++;
     }
     ReplyReader_consumed(self, pos);
     return PyLong_FromSsize_t(taken);
+}
+
+/* take_one(kind, ctx, proto, gcm, db) -> the client's bytes for the next reply, or None
+ * when it is not one for C (see take_reply): then gets() and the Python decoder. */
+static PyObject *ReplyReader_take_one(ReplyReaderObject *self, PyObject *const *args,
+                                      Py_ssize_t nargs) {
+    if (nargs != 5 || (args[3] != Py_None && !PyObject_TypeCheck(args[3], &GcmType))) {
+        PyErr_SetString(PyExc_TypeError, "take_one(kind, ctx, proto, gcm, db)");
+        return NULL;
+    }
+    long kind = PyLong_AsLong(args[0]);
+    long proto = PyLong_AsLong(args[2]);
+    Py_ssize_t db = PyLong_AsSsize_t(args[4]);
+    if (PyErr_Occurred()) return NULL;
+    if (kind < 0 || kind > 255) Py_RETURN_NONE;
+    Py_ssize_t pos = self->pos;
+    PyObject *part = take_reply(self, (int)kind, args[1], proto == 3,
+                                args[3] == Py_None ? NULL : (GcmObject *)args[3], db, &pos);
+    if (!part) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    ReplyReader_consumed(self, pos);
+    return part;
 }
 
 static PyObject *ReplyReader_buffered(ReplyReaderObject *self, PyObject *unused) {
@@ -1328,6 +1365,8 @@ static PyMethodDef ReplyReader_methods[] = {
      "gets() -> the next reply, or False"},
     {"take", (PyCFunction)(void (*)(void))ReplyReader_take, METH_FASTCALL,
      "take(parts, kinds, ctxs, proto, gcm, db) -> replies taken for a batch"},
+    {"take_one", (PyCFunction)(void (*)(void))ReplyReader_take_one, METH_FASTCALL,
+     "take_one(kind, ctx, proto, gcm, db) -> the client's bytes for the next reply, or None"},
     {"buffered", (PyCFunction)ReplyReader_buffered, METH_NOARGS,
      "bytes read but not yet returned (for tests)"},
     {NULL, NULL, 0, NULL},
@@ -1405,9 +1444,10 @@ static int Forwarder_init(ForwarderObject *self, PyObject *args, PyObject *kwds)
     return 0;
 }
 
-/* One command, or 0 when Python must take it (-1 on a Python error). */
-static int forward_one(ForwarderObject *self, PyObject *command, Py_ssize_t db,
-                       PyObject *packed, PyObject *decoders, PyObject *ctxs, PyObject *kinds) {
+/* One command's request and stored name (new references) and its table entry
+ * (borrowed): 1, or 0 when Python must take it (-1 on a Python error). */
+static int prepare_one(ForwarderObject *self, PyObject *command, Py_ssize_t db,
+                       PyObject **request_out, PyObject **stored_out, PyObject **entry_out) {
     if (!PyList_CheckExact(command)) return 0;
     Py_ssize_t argc = PyList_GET_SIZE(command);
     if (argc < 2 || argc > FORWARD_MAX_ARGS) return 0;
@@ -1456,18 +1496,73 @@ static int forward_one(ForwarderObject *self, PyObject *command, Py_ssize_t db,
     if (sealed) items[1 + offset] = sealed;
     PyObject *request = pack_bytes(items, argc);
     Py_XDECREF(sealed);
-    int rc = -1;
+    if (!request) {
+        Py_DECREF(stored);
+        return -1;
+    }
+    *request_out = request;
+    *stored_out = stored;
+    *entry_out = entry;
+    return 1;
+}
+
+/* Whether db is one the forwarder can name keys in (else Python answers). */
+static int forward_db_ok(ForwarderObject *self, Py_ssize_t db) {
+    return db >= 0 && db < PyTuple_GET_SIZE(self->namespaces) &&
+           (!self->hasher || db < self->hasher->databases);
+}
+
+/* One command appended to a batch's lists, or 0 when Python must take it (-1 on a
+ * Python error). */
+static int forward_one(ForwarderObject *self, PyObject *command, Py_ssize_t db,
+                       PyObject *packed, PyObject *decoders, PyObject *ctxs, PyObject *kinds) {
+    PyObject *request, *stored, *entry;
+    int rc = prepare_one(self, command, db, &request, &stored, &entry);
+    if (rc <= 0) return rc;
+    rc = -1;
     Py_ssize_t kinds_len = PyByteArray_GET_SIZE(kinds);
-    if (request && PyList_Append(packed, request) == 0 &&
+    if (PyList_Append(packed, request) == 0 &&
         PyList_Append(decoders, PyTuple_GET_ITEM(entry, 2)) == 0 &&
         PyList_Append(ctxs, stored) == 0 &&
         PyByteArray_Resize(kinds, kinds_len + 1) == 0) {
-        PyByteArray_AS_STRING(kinds)[kinds_len] = (char)kind;
+        PyByteArray_AS_STRING(kinds)[kinds_len] =
+            (char)PyLong_AsLong(PyTuple_GET_ITEM(entry, 3));
         rc = 1;
     }
-    Py_XDECREF(request);
+    Py_DECREF(request);
     Py_DECREF(stored);
     return rc;
+}
+
+/* one(command, db) -> (request, stored name, decoder, reply kind), or None when Python
+ * must take it: the same work as forward() for a read that holds a single command. */
+static PyObject *Forwarder_one(ForwarderObject *self, PyObject *const *args,
+                               Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "one(command: list, db)");
+        return NULL;
+    }
+    Py_ssize_t db = PyLong_AsSsize_t(args[1]);
+    if (db == -1 && PyErr_Occurred()) return NULL;
+    if (!forward_db_ok(self, db)) Py_RETURN_NONE;
+    PyObject *request, *stored, *entry;
+    int rc = prepare_one(self, args[0], db, &request, &stored, &entry);
+    if (rc < 0) return NULL;
+    if (rc == 0) Py_RETURN_NONE;
+    PyObject *result = PyTuple_New(4);
+    if (!result) {
+        Py_DECREF(request);
+        Py_DECREF(stored);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(result, 0, request);
+    PyTuple_SET_ITEM(result, 1, stored);
+    PyObject *decoder = PyTuple_GET_ITEM(entry, 2), *kind = PyTuple_GET_ITEM(entry, 3);
+    Py_INCREF(decoder);
+    Py_INCREF(kind);
+    PyTuple_SET_ITEM(result, 2, decoder);
+    PyTuple_SET_ITEM(result, 3, kind);
+    return result;
 }
 
 /* forward(commands, start, db, packed, decoders, ctxs, kinds) -> the index of the first
@@ -1484,8 +1579,7 @@ static PyObject *Forwarder_forward(ForwarderObject *self, PyObject *const *args,
     Py_ssize_t db = PyLong_AsSsize_t(args[2]);
     if (PyErr_Occurred()) return NULL;
     Py_ssize_t count = PyList_GET_SIZE(args[0]);
-    if (db < 0 || db >= PyTuple_GET_SIZE(self->namespaces) ||
-        (self->hasher && db >= self->hasher->databases) || start < 0) {
+    if (!forward_db_ok(self, db) || start < 0) {
         return PyLong_FromSsize_t(start < 0 ? 0 : start);
     }
     Py_ssize_t i = start;
@@ -1501,6 +1595,8 @@ static PyObject *Forwarder_forward(ForwarderObject *self, PyObject *const *args,
 static PyMethodDef Forwarder_methods[] = {
     {"forward", (PyCFunction)(void (*)(void))Forwarder_forward, METH_FASTCALL,
      "forward(commands, start, db, packed, decoders, ctxs, kinds) -> next index"},
+    {"one", (PyCFunction)(void (*)(void))Forwarder_one, METH_FASTCALL,
+     "one(command, db) -> (request, stored name, decoder, reply kind) or None"},
     {NULL, NULL, 0, NULL},
 };
 

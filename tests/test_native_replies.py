@@ -251,7 +251,7 @@ def _deliver(batch: Batch, reader, stream: bytes, cuts: list[int], in_c: bool) -
         reader.feed(stream, start, length)
         while batch.data is None:
             if in_c:
-                taken = batch.take_replies(reader.take)
+                taken = batch.take_replies(reader)
                 in_c_count += taken
                 if taken:
                     continue
@@ -299,10 +299,10 @@ def test_take_decodes_the_usual_replies_in_c_and_leaves_the_rest():
     batch = _batch(cache, 0, 3, decoders, stored, in_c=True)
     reader = _reader()
     reader.feed(stream)
-    assert batch.take_replies(reader.take) == 3  # stops before the old key's envelope
+    assert batch.take_replies(reader) == 3  # stops before the old key's envelope
     assert batch.data is None
     batch.complete(reader.gets())  # Python opens it with the old key
-    assert batch.take_replies(reader.take) == 1
+    assert batch.take_replies(reader) == 1
     assert batch.data == b"$2\r\nv0\r\n_\r\n+OK\r\n$2\r\nv3\r\n:7\r\n"
     assert cache.decrypt_failures == {}
 
@@ -315,7 +315,7 @@ def test_take_never_returns_a_tampered_value():
     batch = _batch(cache, 0, 2, [replies.value], [stored], in_c=True)
     reader = _reader()
     reader.feed(_bulk(bytes(blob)))
-    assert batch.take_replies(reader.take) == 0
+    assert batch.take_replies(reader) == 0
     batch.complete(reader.gets())
     assert batch.data.startswith(b"-ERR cachecloak could not decrypt")
     assert b"secret" not in batch.data

@@ -156,13 +156,50 @@ class Batch:
                     entry = stats.resolve(name)
                 entry.finish(t0, part)
 
-    def take_replies(self, take) -> int:
-        """Let the upstream reader's `take` decode what it can of the next replies."""
+    def take_replies(self, reader) -> int:
+        """Let the upstream reader (proxy._native.ReplyReader) decode what it can of the
+        next replies in C; returns how many it took."""
         parts = self.parts
-        taken = take(parts, self.kinds, self.ctxs, self.proto, self.gcm, self.db)
+        taken = reader.take(parts, self.kinds, self.ctxs, self.proto, self.gcm, self.db)
         if len(parts) == self.count:
             self._done()
         return taken
+
+
+class Single(Slot):
+    """The reply position of a read that held one command simple enough for C.
+
+    proxy._native.Forwarder.one made its request (as `forward` would) and knows what its
+    reply holds (`kind`, replies.REPLY_KINDS), so the upstream reader can decode the
+    reply in C too (`take_replies`); any reply it leaves goes through `complete` and the
+    Python decoder, as for a Slot.  Pipeline depth 1 is mostly these.
+    """
+
+    __slots__ = ("kind", "gcm", "in_c")
+
+    def __init__(self, client, decode, ctx, kind):
+        self.client = client
+        self.decode = decode
+        self.ctx = ctx
+        self.kind = kind
+        self.data = None
+        self.stat = None
+        self.start = None
+        cache = self.cache = client.cache
+        self.db = client.db
+        self.proto = client.proto
+        self.in_c = cache.replies_in_c
+        self.gcm = cache.reply_gcm
+
+    def take_replies(self, reader) -> int:
+        """As Batch.take_replies, for one reply."""
+        data = reader.take_one(self.kind, self.ctx, self.proto, self.gcm, self.db)
+        if data is None:
+            return 0
+        self.data = data
+        if self.stat is not None:
+            self.stat.finish(self.t0, data)
+        return 1
 
 
 class ClientConnection(asyncio.Protocol):
@@ -287,6 +324,17 @@ class ClientConnection(asyncio.Protocol):
         self.io.received += len(data)
         reader = self.reader
         commands = reader.feed(data)
+        if (len(commands) == 1 and reader.error is None and not self._blocked
+                and not self._backlog and self._forward_single(commands[0])):
+            # One simple command, forwarded in C (pipeline depth 1 is mostly these).
+            # Its slot is at the tail: nothing to write unless the route failed it at
+            # once (Redis unavailable), and then it may be at the head.
+            slots = self._slots
+            if slots[-1].data is not None:
+                self.flush()
+            if self._paused or self._write_paused or len(slots) + self._batched > MAX_INFLIGHT:
+                self._update_reading()
+            return
         if self._blocked or self._backlog:
             self._backlog.extend(commands)
             self._run_backlog()
@@ -389,6 +437,28 @@ class ClientConnection(asyncio.Protocol):
             if batch.stats is not None:
                 batch.names.extend(args[0] for args in commands[index:end])
         return end
+
+    def _forward_single(self, args: list[bytes]) -> bool:
+        """Forward a read's only command in C when it is of the simplest kind (see
+        proxy._native.Forwarder); False leaves it to dispatch."""
+        forwarder = self.cache.forwarder
+        if (forwarder is None or not self.authenticated or self.multi is not None
+                or self.capture is not None or not hasattr(self.route, "submit_one")):
+            return False
+        one = forwarder.one(args, self.db)
+        if one is None:
+            return False
+        request, stored, decode, kind = one
+        slot = Single(self, decode, stored, kind)
+        stats = self.stats
+        if stats is not None:  # as _dispatch: from the read to the reply
+            slot.t0 = perf_counter()
+            entry = slot.stat = stats.entries.get(args[0])
+            if entry is None:
+                slot.stat = stats.resolve(args[0])
+        self._slots.append(slot)
+        self.route.submit_one(request, slot)  # sent at the end of this loop iteration
+        return True
 
     def end_batch(self, reopen: bool = True) -> None:
         """Submit the open batch's commands; with `reopen`, later ones start a new batch

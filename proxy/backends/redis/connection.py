@@ -197,14 +197,22 @@ class UpstreamConnection(asyncio.Protocol):
         return f"{self.settings.label} at {_hostport(self.host, self.port)}"
 
     def submit(self, args: list[bytes], waiter: Waiter, command=None) -> None:
+        self.submit_one(pack_request(args), waiter)
+
+    def submit_one(self, request: bytes, waiter: Waiter) -> None:
+        """Queue one command already packed; it is sent at the end of this event-loop
+        iteration (see flush), without the caller having to call flush()."""
         state = self.state
         if state is DOWN and not self._start_connect():
             waiter.fail(self._unavailable_reply())
             return
         if not self._waiters:
             self._last_progress = time.monotonic()
-        self._wbuf.append(pack_request(args))
+        self._wbuf.append(request)
         self._waiters.append(waiter)
+        if state is READY and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._write_queued)
 
     def submit_packed(self, packed: list[bytes], waiter: Waiter, count: int) -> None:
         """Queue `count` commands already packed (a client's batch), with `waiter` in the
@@ -415,15 +423,15 @@ class UpstreamConnection(asyncio.Protocol):
         reader = self._reader
         touched = []  # clients to flush, in order; consecutive replies are mostly one's
         last = None
-        take = getattr(reader, "take", None)
+        in_c = hasattr(reader, "take")  # proxy._native.ReplyReader, not hiredis
         try:
             while True:
-                if take is not None and waiters:
+                if in_c and waiters:
                     head = waiters[0]
                     if getattr(head, "in_c", False):
-                        # A client's batch: its replies decoded in C, as many as are
-                        # here and need no Python (proxy.server.client.Batch).
-                        taken = head.take_replies(take)
+                        # A client's batch or single command: its replies decoded in C,
+                        # as many as are here and need no Python (proxy.server.client).
+                        taken = head.take_replies(reader)
                         if taken:
                             for _ in range(taken):
                                 waiters.popleft()
