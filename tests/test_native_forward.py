@@ -150,3 +150,42 @@ def test_forwarder_refuses_bad_arguments():
         _native.Forwarder({}, "not a hasher", [b""], None)
     with pytest.raises(TypeError):
         _native.Forwarder({}, None, ["str"], None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(commands, st.booleans(), st.booleans(), st.booleans(), st.integers(-1, 17))
+def test_one_is_forward_for_a_single_command(cmds, hashing, encryption, prefix, db):
+    """Forwarder.one (a read of one command, proxy.server.client.Single) takes exactly
+    the commands forward() takes, and makes the same request, stored name, decoder and
+    reply kind."""
+    cache = _cache(hashing, encryption, prefix)
+    for command in cmds:
+        one = cache.forwarder.one(list(command), db)
+        packed, decoders, ctxs, kinds = [], [], [], bytearray()
+        taken = cache.forwarder.forward([list(command)], 0, db, packed, decoders, ctxs, kinds)
+        assert (one is not None) == (taken == 1)
+        if one is None:
+            continue
+        request, stored, decode, kind = one
+        assert (stored, decode, kind) == (ctxs[0], decoders[0], kinds[0])
+        ours, theirs = _unpacked(request), _unpacked(packed[0])
+        offset = SIMPLE[command[0]][1]
+        if encryption and offset:  # two envelopes of one value: random nonces
+            assert cache.open(db, stored, ours[1 + offset]) == command[1 + offset]
+            assert ours[1 + offset] != command[1 + offset]
+            ours[1 + offset] = theirs[1 + offset] = b"<sealed>"
+        else:
+            assert request == packed[0]
+        assert ours == theirs
+
+
+def test_one_leaves_to_dispatch_what_forward_leaves():
+    cache = _cache(True, True, True)
+    one = cache.forwarder.one
+    assert one([b"GET", b"k"], 0) is not None
+    for command, db in (([b"SET", b"k", b"v", b"EX", b"10"], 0), ([b"GET"], 0),
+                        ([b"MGET", b"a", b"b"], 0), ([b"GET", b"k"], 16), ([b"GET", b"k"], -1),
+                        ([b"GET", "k"], 0), ((b"GET", b"k"), 0), ([b"PING"], 0)):
+        assert one(command, db) is None, command
+    with pytest.raises(TypeError):
+        one([b"GET", b"k"])

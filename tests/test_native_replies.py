@@ -3,10 +3,11 @@
 The upstream connection reads Redis's replies with ReplyReader when the C part is built.
 `gets()` must give exactly what hiredis.Reader gives for any RESP2 stream cut anywhere
 (hiredis stays the reader of the pure-Python path).  `take()` decodes a client batch's
-replies in C; whatever it hands back must be the bytes the Python decoders
-(proxy.commands.replies) would have made of the same replies, under every kind, protocol
-and key situation, and whatever it leaves (errors, envelopes of old keys, tampered ones,
-unexpected types) must still reach the Python decoders in order.
+replies in C, `take_one()` the reply of a read's single command; whatever they hand back
+must be the bytes the Python decoders (proxy.commands.replies) would have made of the same
+replies, under every kind, protocol and key situation, and whatever they leave (errors,
+envelopes of old keys, tampered ones, unexpected types) must still reach the Python
+decoders in order.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 from proxy.cache import Cache
 from proxy.commands import replies
 from proxy.crypto import KeyHasher, ValueSealer
-from proxy.server.client import Batch
+from proxy.server.client import Batch, Single, Slot
 
 try:
     from proxy import _native
@@ -319,3 +320,57 @@ def test_take_never_returns_a_tampered_value():
     batch.complete(reader.gets())
     assert batch.data.startswith(b"-ERR cachecloak could not decrypt")
     assert b"secret" not in batch.data
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data(), st.booleans(), st.sampled_from([2, 3]), st.integers(0, 15),
+       st.sampled_from(["miss", "error"]), st.lists(st.integers(0, 2000), max_size=5))
+def test_take_one_gives_the_python_decoders_bytes(data, encrypted, proto, db, policy, cuts):
+    """Single commands (proxy.server.client.Single), one after another on a connection:
+    what take_one decodes, and what it leaves to gets() and the decoder, is what the
+    Python path (a Slot) makes of the same replies."""
+    cache = _cache(encrypted, policy)
+    old_cache = _cache(encrypted, policy, current=OLD)
+    client = _Client(cache, db, proto)
+    n = data.draw(st.integers(1, 12))
+    decoders = [data.draw(st.sampled_from(DECODERS)) for _ in range(n)]
+    ctxs = [cache.stored_key(db, data.draw(st.binary(min_size=1, max_size=12)))
+            for _ in range(n)]
+    stream = b"".join(_reply_for(data.draw, cache, old_cache, ctx, db) for ctx in ctxs)
+    singles = [Single(client, (b"", ctx, d, replies.REPLY_KINDS.get(d, 0)))
+               for d, ctx in zip(decoders, ctxs, strict=True)]
+    slots = [Slot(client, d, ctx) for d, ctx in zip(decoders, ctxs, strict=True)]
+    assert all(single.in_c for single in singles)
+
+    for waiters, in_c in ((slots, False), (singles, True)):
+        reader, pending = _reader(), list(waiters)
+        for start, length in _pieces(stream, cuts):
+            reader.feed(stream, start, length)
+            while pending:
+                if in_c and pending[0].take_replies(reader):
+                    pending.pop(0)
+                    continue
+                reply = reader.gets()
+                if reply is False:
+                    break
+                pending.pop(0).complete(reply)
+        assert not pending and reader.buffered() == 0
+    assert [single.data for single in singles] == [slot.data for slot in slots]
+
+
+def test_take_one_never_returns_a_tampered_value_or_an_old_keys():
+    cache = _cache(True, "miss")
+    stored = cache.stored_key(0, b"k")
+    blob = bytearray(cache.seal(0, stored, b"secret"))
+    blob[5] ^= 1
+    old = _cache(True, current=OLD).seal(0, stored, b"older")
+    reader = _reader()
+    reader.feed(_bulk(bytes(blob)) + _bulk(old) + b"$-1\r\n")
+    kind = replies.REPLY_KINDS[replies.value]
+    for _ in range(2):  # neither opens under the current key: left to Python, in order
+        assert reader.take_one(kind, stored, 2, cache.reply_gcm, 0) is None
+        reader.gets()
+    assert reader.take_one(kind, stored, 3, cache.reply_gcm, 0) == b"_\r\n"
+    assert reader.buffered() == 0
+    with pytest.raises(TypeError):
+        reader.take_one(kind, stored, 2, "not a Gcm", 0)

@@ -36,6 +36,7 @@ from proxy.resp.reader import RequestReader
 from proxy.resp.writer import command as pack_request
 
 log = logging.getLogger("cachecloak.client")
+_monotonic = time.monotonic
 
 # Stop reading a client that has this many commands waiting for replies; resume at half.
 # Redis bounds a client's output with client-output-buffer-limit; a proxy must also bound
@@ -177,11 +178,11 @@ class Single(Slot):
 
     __slots__ = ("kind", "gcm", "in_c")
 
-    def __init__(self, client, decode, ctx, kind):
+    def __init__(self, client, request: tuple):
+        # request: what Forwarder.one returned, (bytes for Redis, stored name, decoder,
+        # reply kind)
         self.client = client
-        self.decode = decode
-        self.ctx = ctx
-        self.kind = kind
+        _, self.ctx, self.decode, self.kind = request
         self.data = None
         self.stat = None
         self.start = None
@@ -212,7 +213,7 @@ class ClientConnection(asyncio.Protocol):
         "created", "last_active", "last_command", "peer", "local", "fd",
         # connection state (reset_state) and what command handlers keep on it
         "db", "proto", "name", "authenticated", "multi", "capture", "watch", "wait_epoch",
-        "auth_failure_logged", "batch", "_batched", "__weakref__")
+        "auth_failure_logged", "batch", "_batched", "_one", "__weakref__")
 
     def __init__(self, server, listener, cache):
         self.server = server
@@ -225,6 +226,7 @@ class ClientConnection(asyncio.Protocol):
         self.io = server.io_stats(listener)  # bytes in and out, per listener
         self.stats = server.command_metrics(cache.name)  # None without admin:
         self.route = None
+        self._one = None  # see use_route
         self.transport: asyncio.Transport | None = None
         self.reader = RequestReader()
         self._slots: deque[Slot] = deque()
@@ -285,11 +287,21 @@ class ClientConnection(asyncio.Protocol):
             self.peer = _address(transport.get_extra_info("peername"))
             self.local = _address(transport.get_extra_info("sockname"))
         # A configuration reload may have replaced the cache since this object was made.
-        self.cache = self.server.caches.get(self.cache.name, self.cache)
-        self.route = self.cache.backend.route()
+        self.use_route(self.server.caches.get(self.cache.name, self.cache), None)
         # WAIT answers 0 once the primary moved after this (proxy.commands.replication).
         self.wait_epoch = primary_epoch(self.cache.backend)
         self.server.client_connected(self)
+
+    def use_route(self, cache, route) -> None:
+        """Serve with `cache` from now on, over `route` (None: a new route of its
+        backend).  Whatever depends on the two is refreshed here: the C path for a
+        read of one simple command uses the cache's keys, and routes that queue
+        packed requests."""
+        self.cache = cache
+        self.route = route = route if route is not None else cache.backend.route()
+        forwarder = cache.forwarder
+        self._one = (forwarder.one if forwarder is not None
+                     and hasattr(route, "submit_one") else None)
 
     def connection_lost(self, exc) -> None:
         self._closed = True
@@ -320,21 +332,35 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
-        self.last_active = time.monotonic()
+        self.last_active = _monotonic()
         self.io.received += len(data)
         reader = self.reader
         commands = reader.feed(data)
-        if (len(commands) == 1 and reader.error is None and not self._blocked
-                and not self._backlog and self._forward_single(commands[0])):
-            # One simple command, forwarded in C (pipeline depth 1 is mostly these).
-            # Its slot is at the tail: nothing to write unless the route failed it at
-            # once (Redis unavailable), and then it may be at the head.
-            slots = self._slots
-            if slots[-1].data is not None:
-                self.flush()
-            if self._paused or self._write_paused or len(slots) + self._batched > MAX_INFLIGHT:
-                self._update_reading()
-            return
+        one = self._one
+        if (one is not None and len(commands) == 1 and reader.error is None
+                and not self._blocked and not self._backlog and self.authenticated
+                and self.multi is None and self.capture is None):
+            # Pipeline depth 1 is mostly this: one command simple enough for C
+            # (proxy._native.Forwarder.one: hashed, sealed and packed as `forward` would),
+            # None when it is not and dispatch takes it below.
+            request = one(commands[0], self.db)
+            if request is not None:
+                slot = Single(self, request)
+                stats = self.stats
+                if stats is not None:  # as _dispatch: from the read to the reply
+                    slot.t0 = perf_counter()
+                    slot.stat = stats.entries.get(commands[0][0]) or stats.resolve(
+                        commands[0][0])
+                slots = self._slots
+                slots.append(slot)
+                self.route.submit_one(request[0], slot)  # sent at the end of the iteration
+                # Nothing to write unless the route failed it at once (Redis unavailable).
+                if slot.data is not None:
+                    self.flush()
+                if (self._paused or self._write_paused
+                        or len(slots) + self._batched > MAX_INFLIGHT):
+                    self._update_reading()
+                return
         if self._blocked or self._backlog:
             self._backlog.extend(commands)
             self._run_backlog()
@@ -437,28 +463,6 @@ class ClientConnection(asyncio.Protocol):
             if batch.stats is not None:
                 batch.names.extend(args[0] for args in commands[index:end])
         return end
-
-    def _forward_single(self, args: list[bytes]) -> bool:
-        """Forward a read's only command in C when it is of the simplest kind (see
-        proxy._native.Forwarder); False leaves it to dispatch."""
-        forwarder = self.cache.forwarder
-        if (forwarder is None or not self.authenticated or self.multi is not None
-                or self.capture is not None or not hasattr(self.route, "submit_one")):
-            return False
-        one = forwarder.one(args, self.db)
-        if one is None:
-            return False
-        request, stored, decode, kind = one
-        slot = Single(self, decode, stored, kind)
-        stats = self.stats
-        if stats is not None:  # as _dispatch: from the read to the reply
-            slot.t0 = perf_counter()
-            entry = slot.stat = stats.entries.get(args[0])
-            if entry is None:
-                slot.stat = stats.resolve(args[0])
-        self._slots.append(slot)
-        self.route.submit_one(request, slot)  # sent at the end of this loop iteration
-        return True
 
     def end_batch(self, reopen: bool = True) -> None:
         """Submit the open batch's commands; with `reopen`, later ones start a new batch

@@ -424,11 +424,12 @@ def _switch(client, new) -> None:
     """Move `client` to cache `new` now (the caller knows it may)."""
     old = client.cache
     lose_watch = old.stored_key(0, _NAMING_PROBE) != new.stored_key(0, _NAMING_PROBE)
+    route = client.route
     if new.backend is not old.backend:
         release = getattr(old.backend, "release", None)
-        if release is not None and client.route is not None:
-            release(client.route)
-        client.route = new.backend.route()
+        if release is not None and route is not None:
+            release(route)
+        route = None  # a route of the new backend
         lose_watch = True
     watch = client.watch
     if lose_watch and watch is not None:
@@ -437,7 +438,7 @@ def _switch(client, new) -> None:
         watch.release()  # back to the backend it came from, with UNWATCH
         client.watch = WatchState(new.backend)
         client.watch.lost = True  # EXEC answers nil: the watched keys are not where they were
-    client.cache = new
+    client.use_route(new, route)
 
 
 async def _switch_in_turn(client, caches) -> bytes:
