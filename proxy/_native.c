@@ -1237,6 +1237,129 @@ static PyObject *ReplyReader_gets(ReplyReaderObject *self, PyObject *unused) {
     return reply;
 }
 
+/* ---- a read's single command: Single -------------------------------------------------
+ *
+ * The reply position (proxy.server.client.Slot's fields) of a read that held one
+ * command simple enough for Forwarder.one, made by it; proxy.server.client.Single
+ * subclasses it with the Python methods a Slot has (complete, fail).  Fields the Python
+ * side reads or sets are members; `kind` says what its reply holds (KIND_*), so
+ * ReplyReader.take_singles can decode runs of their replies without Python.
+ */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *client, *request, *ctx, *decode, *cache, *gcm;
+    PyObject *data, *stat, *start, *t0;
+    Py_ssize_t db;
+    int proto;
+    int kind;
+} SingleObject;
+
+static int Single_traverse(SingleObject *self, visitproc visit, void *arg) {
+    Py_VISIT(self->client);
+    Py_VISIT(self->request);
+    Py_VISIT(self->ctx);
+    Py_VISIT(self->decode);
+    Py_VISIT(self->cache);
+    Py_VISIT(self->gcm);
+    Py_VISIT(self->data);
+    Py_VISIT(self->stat);
+    Py_VISIT(self->start);
+    Py_VISIT(self->t0);
+    return 0;
+}
+
+static int Single_clear(SingleObject *self) {
+    Py_CLEAR(self->client);
+    Py_CLEAR(self->request);
+    Py_CLEAR(self->ctx);
+    Py_CLEAR(self->decode);
+    Py_CLEAR(self->cache);
+    Py_CLEAR(self->gcm);
+    Py_CLEAR(self->data);
+    Py_CLEAR(self->stat);
+    Py_CLEAR(self->start);
+    Py_CLEAR(self->t0);
+    return 0;
+}
+
+static void Single_dealloc(SingleObject *self) {
+    PyObject_GC_UnTrack(self);
+    Single_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef Single_members[] = {
+    {"client", T_OBJECT, offsetof(SingleObject, client), READONLY, NULL},
+    {"request", T_OBJECT, offsetof(SingleObject, request), READONLY,
+     "the packed command for Redis"},
+    {"ctx", T_OBJECT, offsetof(SingleObject, ctx), READONLY, "the stored name"},
+    {"decode", T_OBJECT, offsetof(SingleObject, decode), READONLY, NULL},
+    {"cache", T_OBJECT, offsetof(SingleObject, cache), READONLY, NULL},
+    {"gcm", T_OBJECT, offsetof(SingleObject, gcm), READONLY, NULL},
+    {"db", T_PYSSIZET, offsetof(SingleObject, db), READONLY, NULL},
+    {"proto", T_INT, offsetof(SingleObject, proto), READONLY, NULL},
+    {"kind", T_INT, offsetof(SingleObject, kind), READONLY, NULL},
+    {"data", T_OBJECT, offsetof(SingleObject, data), 0, NULL},
+    {"stat", T_OBJECT, offsetof(SingleObject, stat), 0, NULL},
+    {"start", T_OBJECT, offsetof(SingleObject, start), 0, NULL},
+    {"t0", T_OBJECT, offsetof(SingleObject, t0), 0, NULL},
+    {NULL},
+};
+
+/* A new instance of `type` (Single or a subclass); steals nothing. */
+static PyObject *single_new(PyTypeObject *type, PyObject *client, PyObject *request,
+                            PyObject *ctx, PyObject *decode, int kind, PyObject *cache,
+                            PyObject *gcm, Py_ssize_t db, int proto) {
+    SingleObject *self = (SingleObject *)type->tp_alloc(type, 0);
+    if (!self) return NULL;
+    Py_INCREF(client);
+    self->client = client;
+    Py_INCREF(request);
+    self->request = request;
+    Py_INCREF(ctx);
+    self->ctx = ctx;
+    Py_INCREF(decode);
+    self->decode = decode;
+    Py_INCREF(cache);
+    self->cache = cache;
+    Py_INCREF(gcm);
+    self->gcm = gcm;
+    self->kind = kind;
+    self->db = db;
+    self->proto = proto;
+    return (PyObject *)self;
+}
+
+/* Single(client, request, ctx, decode, kind, cache, gcm, db, proto): for tests;
+ * Forwarder.one makes them in the proxy. */
+static PyObject *Single_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    PyObject *client, *request, *ctx, *decode, *cache, *gcm;
+    int kind, proto;
+    Py_ssize_t db;
+    if (!PyArg_ParseTuple(args, "OOOOiOOni:Single", &client, &request, &ctx, &decode, &kind,
+                          &cache, &gcm, &db, &proto))
+        return NULL;
+    if (gcm != Py_None && !PyObject_TypeCheck(gcm, &GcmType)) {
+        PyErr_SetString(PyExc_TypeError, "Single: gcm must be a Gcm or None");
+        return NULL;
+    }
+    return single_new(type, client, request, ctx, decode, kind, cache, gcm, db, proto);
+}
+
+static PyTypeObject SingleType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "proxy._native.Single",
+    .tp_basicsize = sizeof(SingleObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The reply position of a read's single simple command (see proxy/_native.c).",
+    .tp_new = Single_tp_new,
+    .tp_dealloc = (destructor)Single_dealloc,
+    .tp_traverse = (traverseproc)Single_traverse,
+    .tp_clear = (inquiry)Single_clear,
+    .tp_members = Single_members,
+};
+
 /* The client's bytes for the reply at b[*pos] of a command whose reply is of `kind`
  * (KIND_*), stored under `stored`, as the Python decoder of that kind would make them;
  * *pos moves past it.  NULL without an exception: not one for C (incomplete, an error
@@ -1330,28 +1453,75 @@ static PyObject *ReplyReader_take(ReplyReaderObject *self, PyObject *const *args
     return PyLong_FromSsize_t(taken);
 }
 
-/* take_one(kind, ctx, proto, gcm, db) -> the client's bytes for the next reply, or None
- * when it is not one for C (see take_reply): then gets() and the Python decoder. */
-static PyObject *ReplyReader_take_one(ReplyReaderObject *self, PyObject *const *args,
-                                      Py_ssize_t nargs) {
-    if (nargs != 5 || (args[3] != Py_None && !PyObject_TypeCheck(args[3], &GcmType))) {
-        PyErr_SetString(PyExc_TypeError, "take_one(kind, ctx, proto, gcm, db)");
+/* take_singles(waiters, touched) -> how many replies it took.
+ *
+ * For the Singles at the head of an upstream connection's FIFO (a deque), one after
+ * another: decode the reply in C (take_reply), fill the Single (and tell its metrics
+ * entry, `stat.finish(t0, data)`), pop it, and append its client to `touched` unless it
+ * is already the last one there.  Stops at the first waiter that is not a Single or
+ * whose reply is not one for C: the connection's Python loop takes that one. */
+static PyObject *ReplyReader_take_singles(ReplyReaderObject *self, PyObject *const *args,
+                                          Py_ssize_t nargs) {
+    static PyObject *popleft_name = NULL, *finish_name = NULL;
+    if (nargs != 2 || !PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "take_singles(waiters: deque, touched: list)");
         return NULL;
     }
-    long kind = PyLong_AsLong(args[0]);
-    long proto = PyLong_AsLong(args[2]);
-    Py_ssize_t db = PyLong_AsSsize_t(args[4]);
-    if (PyErr_Occurred()) return NULL;
-    if (kind < 0 || kind > 255) Py_RETURN_NONE;
-    Py_ssize_t pos = self->pos;
-    PyObject *part = take_reply(self, (int)kind, args[1], proto == 3,
-                                args[3] == Py_None ? NULL : (GcmObject *)args[3], db, &pos);
-    if (!part) {
-        if (PyErr_Occurred()) return NULL;
-        Py_RETURN_NONE;
+    if (!popleft_name) {
+        popleft_name = PyUnicode_InternFromString("popleft");
+        finish_name = PyUnicode_InternFromString("finish");
+        if (!popleft_name || !finish_name) return NULL;
     }
-    ReplyReader_consumed(self, pos);
-    return part;
+    PyObject *waiters = args[0], *touched = args[1];
+    Py_ssize_t taken = 0;
+    for (;;) {
+        Py_ssize_t left = PyObject_Size(waiters);
+        if (left < 0) return NULL;
+        if (left == 0) break;
+        PyObject *head = PySequence_GetItem(waiters, 0);
+        if (!head) return NULL;
+        if (!PyObject_TypeCheck(head, &SingleType)) {
+            Py_DECREF(head);
+            break;
+        }
+        SingleObject *single = (SingleObject *)head;
+        Py_ssize_t pos = self->pos;
+        PyObject *part = take_reply(self, single->kind, single->ctx, single->proto == 3,
+                                    single->gcm == Py_None ? NULL : (GcmObject *)single->gcm,
+                                    single->db, &pos);
+        if (!part) {
+            Py_DECREF(head);
+            if (PyErr_Occurred()) return NULL;
+            break;
+        }
+        ReplyReader_consumed(self, pos);
+        Py_XSETREF(single->data, part);
+        taken++;
+        PyObject *popped = PyObject_CallMethodNoArgs(waiters, popleft_name);
+        if (!popped) {
+            Py_DECREF(head);
+            return NULL;
+        }
+        Py_DECREF(popped);
+        Py_ssize_t n = PyList_GET_SIZE(touched);
+        if (single->client != Py_None &&
+            (n == 0 || PyList_GET_ITEM(touched, n - 1) != single->client) &&
+            PyList_Append(touched, single->client) < 0) {
+            Py_DECREF(head);
+            return NULL;
+        }
+        if (single->stat && single->stat != Py_None) {
+            PyObject *done = PyObject_CallMethodObjArgs(
+                single->stat, finish_name, single->t0 ? single->t0 : Py_None, part, NULL);
+            if (!done) {
+                Py_DECREF(head);
+                return NULL;
+            }
+            Py_DECREF(done);
+        }
+        Py_DECREF(head);
+    }
+    return PyLong_FromSsize_t(taken);
 }
 
 static PyObject *ReplyReader_buffered(ReplyReaderObject *self, PyObject *unused) {
@@ -1365,8 +1535,8 @@ static PyMethodDef ReplyReader_methods[] = {
      "gets() -> the next reply, or False"},
     {"take", (PyCFunction)(void (*)(void))ReplyReader_take, METH_FASTCALL,
      "take(parts, kinds, ctxs, proto, gcm, db) -> replies taken for a batch"},
-    {"take_one", (PyCFunction)(void (*)(void))ReplyReader_take_one, METH_FASTCALL,
-     "take_one(kind, ctx, proto, gcm, db) -> the client's bytes for the next reply, or None"},
+    {"take_singles", (PyCFunction)(void (*)(void))ReplyReader_take_singles, METH_FASTCALL,
+     "take_singles(waiters, touched) -> replies taken for the Singles at the head"},
     {"buffered", (PyCFunction)ReplyReader_buffered, METH_NOARGS,
      "bytes read but not yet returned (for tests)"},
     {NULL, NULL, 0, NULL},
@@ -1405,6 +1575,7 @@ typedef struct {
     HasherObject *hasher;  /* NULL: hashing off, the name is namespace + key */
     PyObject *namespaces;  /* tuple of bytes, one per logical db */
     GcmObject *gcm;        /* NULL: encryption off, values go as they are */
+    PyTypeObject *single;  /* what one() makes: Single or a subclass */
 } ForwarderObject;
 
 static void Forwarder_dealloc(ForwarderObject *self) {
@@ -1412,15 +1583,21 @@ static void Forwarder_dealloc(ForwarderObject *self) {
     Py_XDECREF(self->hasher);
     Py_XDECREF(self->namespaces);
     Py_XDECREF(self->gcm);
+    Py_XDECREF(self->single);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* Forwarder(table: dict, hasher: Hasher | None, namespaces: list[bytes], gcm: Gcm | None) */
+/* Forwarder(table: dict, hasher: Hasher | None, namespaces: list[bytes], gcm: Gcm | None,
+ *           single: type = Single) */
 static int Forwarder_init(ForwarderObject *self, PyObject *args, PyObject *kwds) {
-    PyObject *table, *hasher, *namespaces, *gcm;
-    if (!PyArg_ParseTuple(args, "O!OOO:Forwarder", &PyDict_Type, &table, &hasher,
-                          &namespaces, &gcm))
+    PyObject *table, *hasher, *namespaces, *gcm, *single = (PyObject *)&SingleType;
+    if (!PyArg_ParseTuple(args, "O!OOO|O:Forwarder", &PyDict_Type, &table, &hasher,
+                          &namespaces, &gcm, &single))
         return -1;
+    if (!PyType_Check(single) || !PyType_IsSubtype((PyTypeObject *)single, &SingleType)) {
+        PyErr_SetString(PyExc_TypeError, "Forwarder: single must be Single or a subclass");
+        return -1;
+    }
     if ((hasher != Py_None && !PyObject_TypeCheck(hasher, &HasherType)) ||
         (gcm != Py_None && !PyObject_TypeCheck(gcm, &GcmType))) {
         PyErr_SetString(PyExc_TypeError, "Forwarder(table, Hasher or None, namespaces, "
@@ -1441,6 +1618,8 @@ static int Forwarder_init(ForwarderObject *self, PyObject *args, PyObject *kwds)
     Py_XSETREF(self->namespaces, names);
     Py_XSETREF(self->hasher, hasher == Py_None ? NULL : (Py_INCREF(hasher), (HasherObject *)hasher));
     Py_XSETREF(self->gcm, gcm == Py_None ? NULL : (Py_INCREF(gcm), (GcmObject *)gcm));
+    Py_INCREF(single);
+    Py_XSETREF(self->single, (PyTypeObject *)single);
     return 0;
 }
 
@@ -1534,35 +1713,31 @@ static int forward_one(ForwarderObject *self, PyObject *command, Py_ssize_t db,
     return rc;
 }
 
-/* one(command, db) -> (request, stored name, decoder, reply kind), or None when Python
- * must take it: the same work as forward() for a read that holds a single command. */
+/* one(command, db, proto, client, cache) -> a Single (the Forwarder's `single` type)
+ * holding the request, or None when Python must take it: the same work as forward() for
+ * a read that holds one command; the Single's reply is opened with the current key. */
 static PyObject *Forwarder_one(ForwarderObject *self, PyObject *const *args,
                                Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "one(command: list, db)");
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "one(command: list, db, proto, client, cache)");
         return NULL;
     }
     Py_ssize_t db = PyLong_AsSsize_t(args[1]);
     if (db == -1 && PyErr_Occurred()) return NULL;
+    long proto = PyLong_AsLong(args[2]);
+    if (proto == -1 && PyErr_Occurred()) return NULL;
     if (!forward_db_ok(self, db)) Py_RETURN_NONE;
     PyObject *request, *stored, *entry;
     int rc = prepare_one(self, args[0], db, &request, &stored, &entry);
     if (rc < 0) return NULL;
     if (rc == 0) Py_RETURN_NONE;
-    PyObject *result = PyTuple_New(4);
-    if (!result) {
-        Py_DECREF(request);
-        Py_DECREF(stored);
-        return NULL;
-    }
-    PyTuple_SET_ITEM(result, 0, request);
-    PyTuple_SET_ITEM(result, 1, stored);
-    PyObject *decoder = PyTuple_GET_ITEM(entry, 2), *kind = PyTuple_GET_ITEM(entry, 3);
-    Py_INCREF(decoder);
-    Py_INCREF(kind);
-    PyTuple_SET_ITEM(result, 2, decoder);
-    PyTuple_SET_ITEM(result, 3, kind);
-    return result;
+    long kind = PyLong_AsLong(PyTuple_GET_ITEM(entry, 3));
+    PyObject *single = single_new(self->single, args[3], request, stored,
+                                  PyTuple_GET_ITEM(entry, 2), (int)kind, args[4],
+                                  self->gcm ? (PyObject *)self->gcm : Py_None, db, (int)proto);
+    Py_DECREF(request);
+    Py_DECREF(stored);
+    return single;
 }
 
 /* forward(commands, start, db, packed, decoders, ctxs, kinds) -> the index of the first
@@ -1596,7 +1771,7 @@ static PyMethodDef Forwarder_methods[] = {
     {"forward", (PyCFunction)(void (*)(void))Forwarder_forward, METH_FASTCALL,
      "forward(commands, start, db, packed, decoders, ctxs, kinds) -> next index"},
     {"one", (PyCFunction)(void (*)(void))Forwarder_one, METH_FASTCALL,
-     "one(command, db) -> (request, stored name, decoder, reply kind) or None"},
+     "one(command, db, proto, client, cache) -> a Single, or None"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1627,7 +1802,7 @@ static struct PyModuleDef native_module = {
 PyMODINIT_FUNC PyInit__native(void) {
     if (PyType_Ready(&HasherType) < 0 || PyType_Ready(&GcmType) < 0 ||
         PyType_Ready(&ParserType) < 0 || PyType_Ready(&ReplyReaderType) < 0 ||
-        PyType_Ready(&ForwarderType) < 0)
+        PyType_Ready(&ForwarderType) < 0 || PyType_Ready(&SingleType) < 0)
         return NULL;
     if (pthread_atfork(NULL, NULL, nonce_pool_forget) != 0) {
         PyErr_SetString(PyExc_RuntimeError, "could not register the nonce pool's fork hook");
@@ -1640,11 +1815,13 @@ PyMODINIT_FUNC PyInit__native(void) {
     Py_INCREF(&ParserType);
     Py_INCREF(&ReplyReaderType);
     Py_INCREF(&ForwarderType);
+    Py_INCREF(&SingleType);
     if (PyModule_AddObject(m, "Hasher", (PyObject *)&HasherType) < 0 ||
         PyModule_AddObject(m, "Gcm", (PyObject *)&GcmType) < 0 ||
         PyModule_AddObject(m, "RequestParser", (PyObject *)&ParserType) < 0 ||
         PyModule_AddObject(m, "ReplyReader", (PyObject *)&ReplyReaderType) < 0 ||
         PyModule_AddObject(m, "Forwarder", (PyObject *)&ForwarderType) < 0 ||
+        PyModule_AddObject(m, "Single", (PyObject *)&SingleType) < 0 ||
         PyModule_AddIntConstant(m, "KIND_PYTHON", KIND_PYTHON) < 0 ||
         PyModule_AddIntConstant(m, "KIND_VALUE", KIND_VALUE) < 0 ||
         PyModule_AddIntConstant(m, "KIND_STATUS_OR_NIL", KIND_STATUS_OR_NIL) < 0 ||

@@ -21,6 +21,7 @@ from proxy.commands.replies import REPLY_KINDS
 from proxy.crypto import KeyHasher, ValueSealer
 from proxy.resp.reader import RequestReader
 from proxy.resp.writer import python_command
+from proxy.server.client import Single
 
 try:
     from proxy import _native
@@ -159,15 +160,19 @@ def test_one_is_forward_for_a_single_command(cmds, hashing, encryption, prefix, 
     the commands forward() takes, and makes the same request, stored name, decoder and
     reply kind."""
     cache = _cache(hashing, encryption, prefix)
+    client = object()
     for command in cmds:
-        one = cache.forwarder.one(list(command), db)
+        one = cache.forwarder.one(list(command), db, 3, client, cache)
         packed, decoders, ctxs, kinds = [], [], [], bytearray()
         taken = cache.forwarder.forward([list(command)], 0, db, packed, decoders, ctxs, kinds)
         assert (one is not None) == (taken == 1)
         if one is None:
             continue
-        request, stored, decode, kind = one
-        assert (stored, decode, kind) == (ctxs[0], decoders[0], kinds[0])
+        assert type(one) is Single
+        request, stored = one.request, one.ctx
+        assert (stored, one.decode, one.kind) == (ctxs[0], decoders[0], kinds[0])
+        assert (one.client, one.cache, one.db, one.proto) == (client, cache, db, 3)
+        assert one.gcm is cache.reply_gcm and one.data is None
         ours, theirs = _unpacked(request), _unpacked(packed[0])
         offset = SIMPLE[command[0]][1]
         if encryption and offset:  # two envelopes of one value: random nonces
@@ -182,10 +187,12 @@ def test_one_is_forward_for_a_single_command(cmds, hashing, encryption, prefix, 
 def test_one_leaves_to_dispatch_what_forward_leaves():
     cache = _cache(True, True, True)
     one = cache.forwarder.one
-    assert one([b"GET", b"k"], 0) is not None
+    assert one([b"GET", b"k"], 0, 2, None, cache) is not None
     for command, db in (([b"SET", b"k", b"v", b"EX", b"10"], 0), ([b"GET"], 0),
                         ([b"MGET", b"a", b"b"], 0), ([b"GET", b"k"], 16), ([b"GET", b"k"], -1),
                         ([b"GET", "k"], 0), ((b"GET", b"k"), 0), ([b"PING"], 0)):
-        assert one(command, db) is None, command
+        assert one(command, db, 2, None, cache) is None, command
     with pytest.raises(TypeError):
-        one([b"GET", b"k"])
+        one([b"GET", b"k"], 0)
+    with pytest.raises(TypeError):
+        _native.Forwarder({}, None, [b""], None, int)  # not a Single type

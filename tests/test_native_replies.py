@@ -3,7 +3,7 @@
 The upstream connection reads Redis's replies with ReplyReader when the C part is built.
 `gets()` must give exactly what hiredis.Reader gives for any RESP2 stream cut anywhere
 (hiredis stays the reader of the pure-Python path).  `take()` decodes a client batch's
-replies in C, `take_one()` the reply of a read's single command; whatever they hand back
+replies in C, `take_singles()` those of reads of a single command; whatever they hand back
 must be the bytes the Python decoders (proxy.commands.replies) would have made of the same
 replies, under every kind, protocol and key situation, and whatever they leave (errors,
 envelopes of old keys, tampered ones, unexpected types) must still reach the Python
@@ -13,6 +13,7 @@ decoders in order.
 from __future__ import annotations
 
 import itertools
+from collections import deque
 
 import hiredis
 import pytest
@@ -322,55 +323,97 @@ def test_take_never_returns_a_tampered_value():
     assert b"secret" not in batch.data
 
 
+def _single(client, ctx, decode) -> Single:
+    cache = client.cache
+    return Single(client, b"", ctx, decode, replies.REPLY_KINDS.get(decode, 0), cache,
+                  cache.reply_gcm, client.db, client.proto)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.data(), st.booleans(), st.sampled_from([2, 3]), st.integers(0, 15),
-       st.sampled_from(["miss", "error"]), st.lists(st.integers(0, 2000), max_size=5))
-def test_take_one_gives_the_python_decoders_bytes(data, encrypted, proto, db, policy, cuts):
-    """Single commands (proxy.server.client.Single), one after another on a connection:
-    what take_one decodes, and what it leaves to gets() and the decoder, is what the
-    Python path (a Slot) makes of the same replies."""
+       st.sampled_from(["miss", "error"]), st.lists(st.integers(0, 2000), max_size=5),
+       st.integers(1, 3))
+def test_take_singles_gives_the_python_decoders_bytes(data, encrypted, proto, db, policy,
+                                                      cuts, clients):
+    """Single commands (proxy.server.client.Single) of a few clients queued on one
+    connection: what take_singles decodes, and what it leaves to gets() and the decoder,
+    is what the Python path (a Slot) makes of the same replies; each client is in
+    `touched` once per run of its replies, in order."""
     cache = _cache(encrypted, policy)
     old_cache = _cache(encrypted, policy, current=OLD)
-    client = _Client(cache, db, proto)
+    owners = [_Client(cache, db, proto) for _ in range(clients)]
     n = data.draw(st.integers(1, 12))
     decoders = [data.draw(st.sampled_from(DECODERS)) for _ in range(n)]
     ctxs = [cache.stored_key(db, data.draw(st.binary(min_size=1, max_size=12)))
             for _ in range(n)]
+    who = [owners[data.draw(st.integers(0, clients - 1))] for _ in range(n)]
     stream = b"".join(_reply_for(data.draw, cache, old_cache, ctx, db) for ctx in ctxs)
-    singles = [Single(client, (b"", ctx, d, replies.REPLY_KINDS.get(d, 0)))
-               for d, ctx in zip(decoders, ctxs, strict=True)]
-    slots = [Slot(client, d, ctx) for d, ctx in zip(decoders, ctxs, strict=True)]
-    assert all(single.in_c for single in singles)
+    singles = [_single(c, ctx, d) for c, d, ctx in zip(who, decoders, ctxs, strict=True)]
+    slots = [Slot(c, d, ctx) for c, d, ctx in zip(who, decoders, ctxs, strict=True)]
 
+    expected_touched = []
+    for client in who:
+        if not expected_touched or expected_touched[-1] is not client:
+            expected_touched.append(client)
     for waiters, in_c in ((slots, False), (singles, True)):
-        reader, pending = _reader(), list(waiters)
+        reader, pending, touched = _reader(), deque(waiters), []
         for start, length in _pieces(stream, cuts):
             reader.feed(stream, start, length)
             while pending:
-                if in_c and pending[0].take_replies(reader):
-                    pending.pop(0)
+                if in_c and reader.take_singles(pending, touched):
                     continue
                 reply = reader.gets()
                 if reply is False:
                     break
-                pending.pop(0).complete(reply)
+                waiter = pending.popleft()
+                waiter.complete(reply)
+                if not touched or touched[-1] is not waiter.client:
+                    touched.append(waiter.client)
         assert not pending and reader.buffered() == 0
+        assert touched == expected_touched
     assert [single.data for single in singles] == [slot.data for slot in slots]
 
 
-def test_take_one_never_returns_a_tampered_value_or_an_old_keys():
+def test_take_singles_never_returns_a_tampered_value_or_an_old_keys():
     cache = _cache(True, "miss")
+    client = _Client(cache, 0, 2)
     stored = cache.stored_key(0, b"k")
     blob = bytearray(cache.seal(0, stored, b"secret"))
     blob[5] ^= 1
     old = _cache(True, current=OLD).seal(0, stored, b"older")
     reader = _reader()
     reader.feed(_bulk(bytes(blob)) + _bulk(old) + b"$-1\r\n")
-    kind = replies.REPLY_KINDS[replies.value]
+    waiters = deque(_single(client, stored, replies.value) for _ in range(3))
+    touched = []
     for _ in range(2):  # neither opens under the current key: left to Python, in order
-        assert reader.take_one(kind, stored, 2, cache.reply_gcm, 0) is None
-        reader.gets()
-    assert reader.take_one(kind, stored, 3, cache.reply_gcm, 0) == b"_\r\n"
-    assert reader.buffered() == 0
+        assert reader.take_singles(waiters, touched) == 0
+        waiters.popleft().complete(reader.gets())
+    assert reader.take_singles(waiters, touched) == 1
+    assert touched == [client] and not waiters and reader.buffered() == 0
     with pytest.raises(TypeError):
-        reader.take_one(kind, stored, 2, "not a Gcm", 0)
+        reader.take_singles(waiters, ())  # touched must be a list
+    with pytest.raises(TypeError):
+        Single(client, b"", stored, replies.value, 1, cache, "not a Gcm", 0, 2)
+
+
+class _Entry:
+    def __init__(self):
+        self.finished = []
+
+    def finish(self, t0, data):
+        self.finished.append((t0, data))
+
+
+def test_take_singles_tells_metrics_each_reply():
+    cache = _cache(False)
+    client = _Client(cache, 0, 2)
+    entry = _Entry()
+    waiters = deque()
+    for _ in range(2):
+        single = _single(client, cache.stored_key(0, b"k"), replies.status_or_nil)
+        single.stat, single.t0 = entry, 1.5
+        waiters.append(single)
+    reader = _reader()
+    reader.feed(b"+OK\r\n$-1\r\n")
+    assert reader.take_singles(waiters, []) == 2
+    assert entry.finished == [(1.5, b"+OK\r\n"), (1.5, b"$-1\r\n")]

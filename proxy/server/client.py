@@ -34,6 +34,7 @@ from proxy.errors import UpstreamError
 from proxy.resp import writer
 from proxy.resp.reader import RequestReader
 from proxy.resp.writer import command as pack_request
+from proxy.speedups import native
 
 log = logging.getLogger("cachecloak.client")
 _monotonic = time.monotonic
@@ -167,40 +168,22 @@ class Batch:
         return taken
 
 
-class Single(Slot):
-    """The reply position of a read that held one command simple enough for C.
+if native is not None:
+    class Single(native.Single):
+        """The reply position of a read that held one command simple enough for C.
 
-    proxy._native.Forwarder.one made its request (as `forward` would) and knows what its
-    reply holds (`kind`, replies.REPLY_KINDS), so the upstream reader can decode the
-    reply in C too (`take_replies`); any reply it leaves goes through `complete` and the
-    Python decoder, as for a Slot.  Pipeline depth 1 is mostly these.
-    """
+        proxy._native.Forwarder.one makes it (the request hashed, sealed and packed as
+        `forward` would) and the upstream reader decodes its reply in C
+        (ReplyReader.take_singles), runs of them at a time; a reply C leaves (an error,
+        an old key's envelope) comes here as to a Slot.  Pipeline depth 1 is mostly
+        these.  Its fields are a Slot's (see proxy/_native.c).
+        """
 
-    __slots__ = ("kind", "gcm", "in_c")
-
-    def __init__(self, client, request: tuple):
-        # request: what Forwarder.one returned, (bytes for Redis, stored name, decoder,
-        # reply kind)
-        self.client = client
-        _, self.ctx, self.decode, self.kind = request
-        self.data = None
-        self.stat = None
-        self.start = None
-        cache = self.cache = client.cache
-        self.db = client.db
-        self.proto = client.proto
-        self.in_c = cache.replies_in_c
-        self.gcm = cache.reply_gcm
-
-    def take_replies(self, reader) -> int:
-        """As Batch.take_replies, for one reply."""
-        data = reader.take_one(self.kind, self.ctx, self.proto, self.gcm, self.db)
-        if data is None:
-            return 0
-        self.data = data
-        if self.stat is not None:
-            self.stat.finish(self.t0, data)
-        return 1
+        __slots__ = ()
+        complete = Slot.complete
+        fail = Slot.fail
+else:
+    Single = None
 
 
 class ClientConnection(asyncio.Protocol):
@@ -343,9 +326,8 @@ class ClientConnection(asyncio.Protocol):
             # Pipeline depth 1 is mostly this: one command simple enough for C
             # (proxy._native.Forwarder.one: hashed, sealed and packed as `forward` would),
             # None when it is not and dispatch takes it below.
-            request = one(commands[0], self.db)
-            if request is not None:
-                slot = Single(self, request)
+            slot = one(commands[0], self.db, self.proto, self, self.cache)  # a Single
+            if slot is not None:
                 stats = self.stats
                 if stats is not None:  # as _dispatch: from the read to the reply
                     slot.t0 = perf_counter()
@@ -353,7 +335,7 @@ class ClientConnection(asyncio.Protocol):
                         commands[0][0])
                 slots = self._slots
                 slots.append(slot)
-                self.route.submit_one(request[0], slot)  # sent at the end of the iteration
+                self.route.submit_one(slot.request, slot)  # sent at the end of the iteration
                 # Nothing to write unless the route failed it at once (Redis unavailable).
                 if slot.data is not None:
                     self.flush()

@@ -422,23 +422,25 @@ class UpstreamConnection(asyncio.Protocol):
         waiters = self._waiters
         reader = self._reader
         touched = []  # clients to flush, in order; consecutive replies are mostly one's
-        last = None
         in_c = hasattr(reader, "take")  # proxy._native.ReplyReader, not hiredis
         try:
             while True:
                 if in_c and waiters:
+                    # Replies decoded in C, as many as are here and need no Python
+                    # (proxy.server.client): single commands' (filled, popped and their
+                    # clients in `touched` by take_singles), then a batch's.
+                    if reader.take_singles(waiters, touched):
+                        continue
                     head = waiters[0]
                     if getattr(head, "in_c", False):
-                        # A client's batch or single command: its replies decoded in C,
-                        # as many as are here and need no Python (proxy.server.client).
                         taken = head.take_replies(reader)
                         if taken:
-                            for _ in range(taken):
+                            while taken:
                                 waiters.popleft()
+                                taken -= 1
                             client = head.client
-                            if client is not last:
+                            if not touched or touched[-1] is not client:
                                 touched.append(client)
-                                last = client
                             continue
                 reply = reader.gets()
                 if reply is False:
@@ -458,17 +460,14 @@ class UpstreamConnection(asyncio.Protocol):
                         touched.append(waiter.client)
                     break
                 client = waiter.client
-                if client is not last and client is not None:
+                if client is not None and (not touched or touched[-1] is not client):
                     touched.append(client)
-                    last = client
                 if self._waiters is not waiters:
                     break  # the connection was abandoned (a failed handshake step)
         except hiredis.ProtocolError:
             self._broken("Redis sent an invalid reply")
-        if len(touched) > 1:
-            touched = dict.fromkeys(touched)  # each client once
-        for client in touched:
-            client.flush()
+        for client in touched:  # a client twice (interleaved replies) is harmless: the
+            client.flush()      # second flush finds nothing left to write
 
     def _error_reply(self, waiter, reply: hiredis.ReplyError) -> bool:
         """Hand an error reply to its waiter; False when the connection must stop
