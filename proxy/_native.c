@@ -1365,7 +1365,7 @@ static PyTypeObject SingleType = {
  * *pos moves past it.  NULL without an exception: not one for C (incomplete, an error
  * reply, an envelope of an old key or that does not authenticate, anything else), and
  * gets() and the Python decoder take it.  NULL with an exception: a Python error. */
-static PyObject *take_reply(ReplyReaderObject *self, int kind, PyObject *stored, int resp3,
+static inline __attribute__((always_inline)) PyObject *take_reply(ReplyReaderObject *self, int kind, PyObject *stored, int resp3,
                             GcmObject *gcm, Py_ssize_t db, Py_ssize_t *pos) {
     const char *b = self->buf;
     Py_ssize_t len = self->len, at = *pos;
@@ -1625,7 +1625,7 @@ static int Forwarder_init(ForwarderObject *self, PyObject *args, PyObject *kwds)
 
 /* One command's request and stored name (new references) and its table entry
  * (borrowed): 1, or 0 when Python must take it (-1 on a Python error). */
-static int prepare_one(ForwarderObject *self, PyObject *command, Py_ssize_t db,
+static inline __attribute__((always_inline)) int prepare_one(ForwarderObject *self, PyObject *command, Py_ssize_t db,
                        PyObject **request_out, PyObject **stored_out, PyObject **entry_out) {
     if (!PyList_CheckExact(command)) return 0;
     Py_ssize_t argc = PyList_GET_SIZE(command);

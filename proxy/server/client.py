@@ -180,6 +180,7 @@ if native is not None:
         """
 
         __slots__ = ()
+        in_c = False  # not a Batch (the upstream reader's take_singles is for these)
         complete = Slot.complete
         fail = Slot.fail
 else:

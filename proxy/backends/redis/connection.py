@@ -427,21 +427,20 @@ class UpstreamConnection(asyncio.Protocol):
             while True:
                 if in_c and waiters:
                     # Replies decoded in C, as many as are here and need no Python
-                    # (proxy.server.client): single commands' (filled, popped and their
-                    # clients in `touched` by take_singles), then a batch's.
-                    if reader.take_singles(waiters, touched):
-                        continue
+                    # (proxy.server.client): a batch's, or single commands' (filled,
+                    # popped and their clients put in `touched` by take_singles).
                     head = waiters[0]
                     if getattr(head, "in_c", False):
                         taken = head.take_replies(reader)
                         if taken:
-                            while taken:
+                            for _ in range(taken):
                                 waiters.popleft()
-                                taken -= 1
                             client = head.client
                             if not touched or touched[-1] is not client:
                                 touched.append(client)
                             continue
+                    elif reader.take_singles(waiters, touched):
+                        continue
                 reply = reader.gets()
                 if reply is False:
                     if fed < len(data):
