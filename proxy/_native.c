@@ -13,7 +13,10 @@
  * these four small computations, each a handful of calls into C with Python objects
  * made in between.  Done here in one call each, they cost a fraction of that.
  * Dispatch, reply ordering and everything that decides what a command means stay in
- * Python.
+ * Python.  Also here: the upstream reply reader (ReplyReader, hiredis.Reader's results),
+ * and the fast path of the simplest commands (Forwarder, Single, ReplyReader.take and
+ * take_singles), which does for them what the Python table and decoders would and
+ * stops at anything else (tests/test_native_forward.py, tests/test_native_replies.py).
  *
  * Must never: log, keep a plaintext after returning, or put a key, a value or key
  * material into an exception message.  Key material lives in OpenSSL contexts and in

@@ -5,7 +5,8 @@ client's FIFO when it is dispatched; a slot is filled by a local answer, an upst
 reply or an error, in any order; filled slots at the head leave together in one write.
 Pipelining, mixed local and upstream replies, upstream failures and multi-step
 operations are all the same problem this way.  A run of forwarded commands from one
-read shares one slot (a Batch), filled when the last of their replies is there.
+read shares one slot (a Batch), filled when the last of their replies is there; a read
+of one simple command gets a Single, made in C with its request, whose reply C decodes.
 
 While a multi-step operation runs (FLUSHDB over SCAN, for example), the client's later
 commands wait in a backlog, so they cannot overtake it.
