@@ -1258,31 +1258,21 @@ typedef struct {
     int kind;
 } SingleObject;
 
+/* Every object field, once: traverse and clear must never disagree. */
+#define SINGLE_OBJECT_FIELDS(X) \
+    X(client) X(request) X(ctx) X(decode) X(cache) X(gcm) X(data) X(stat) X(start) X(t0)
+
 static int Single_traverse(SingleObject *self, visitproc visit, void *arg) {
-    Py_VISIT(self->client);
-    Py_VISIT(self->request);
-    Py_VISIT(self->ctx);
-    Py_VISIT(self->decode);
-    Py_VISIT(self->cache);
-    Py_VISIT(self->gcm);
-    Py_VISIT(self->data);
-    Py_VISIT(self->stat);
-    Py_VISIT(self->start);
-    Py_VISIT(self->t0);
+#define SINGLE_VISIT(field) Py_VISIT(self->field);
+    SINGLE_OBJECT_FIELDS(SINGLE_VISIT)
+#undef SINGLE_VISIT
     return 0;
 }
 
 static int Single_clear(SingleObject *self) {
-    Py_CLEAR(self->client);
-    Py_CLEAR(self->request);
-    Py_CLEAR(self->ctx);
-    Py_CLEAR(self->decode);
-    Py_CLEAR(self->cache);
-    Py_CLEAR(self->gcm);
-    Py_CLEAR(self->data);
-    Py_CLEAR(self->stat);
-    Py_CLEAR(self->start);
-    Py_CLEAR(self->t0);
+#define SINGLE_CLEAR(field) Py_CLEAR(self->field);
+    SINGLE_OBJECT_FIELDS(SINGLE_CLEAR)
+#undef SINGLE_CLEAR
     return 0;
 }
 
