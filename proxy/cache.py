@@ -213,8 +213,9 @@ class Cache:
 
 
 def _forwarder(hasher: KeyHasher, sealer: ValueSealer | None):
-    """proxy._native.Forwarder for this cache's keys (a batch's simplest commands
-    transformed in C), or None when the C part does not do its hashing and sealing."""
+    """proxy._native.Forwarder for this cache's keys (the simplest commands of a batch
+    or of a one-command read transformed in C; the latter become proxy.server.client
+    Singles), or None when the C part does not do its hashing and sealing."""
     if native is None or (hasher.enabled and hasher.native_hasher is None):
         return None
     if sealer is not None and sealer.native_gcm is None:

@@ -133,12 +133,13 @@ def dispatch(client, args: list[bytes]) -> None:
 
 
 def simple_table() -> dict[bytes, tuple[int, int, Decoder, int]]:
-    """The commands proxy._native.Forwarder transforms in C for a client's batch, by
-    name as clients send it: (arity, value offset, decoder, reply kind).
+    """The commands proxy._native.Forwarder transforms in C, for a client's batch or a
+    read's only command, by name as clients send it: (arity, value offset, decoder,
+    reply kind).
 
     Exactly those `forward` handles with one key at 1 and no check, and SET without
     options (run_set's only case that needs no look at the options).  Whatever else a
-    batch holds goes through dispatch; tests/test_native_forward.py checks both give
+    read holds goes through dispatch; tests/test_native_forward.py checks both give
     the same requests."""
     from proxy.commands.strings import run_set
 

@@ -333,8 +333,8 @@ class ClientConnection(asyncio.Protocol):
                 stats = self.stats
                 if stats is not None:  # as _dispatch: from the read to the reply
                     slot.t0 = perf_counter()
-                    slot.stat = stats.entries.get(commands[0][0]) or stats.resolve(
-                        commands[0][0])
+                    name = commands[0][0]
+                    slot.stat = stats.entries.get(name) or stats.resolve(name)
                 slots = self._slots
                 slots.append(slot)
                 self.route.submit_one(slot.request, slot)  # sent at the end of the iteration
