@@ -140,10 +140,14 @@ def markdown(result: dict) -> str:
                       "lower --rate."]
         generator = report_generator_cost(ol["summary"])
         if generator:
-            lines += ["", f"Load generator: {generator:.0f} CPU s per million requests "
-                      f"(so at most ~{1e6 / generator:,.0f} req/s per generator process on a "
-                      "core of its own); latency from the scheduled send time; send lag is "
-                      "how late the generator sent."]
+            kind = next((row["generator"] for rows in ol.get("runs", {}).values()
+                         for row in rows if row.get("generator")), "python")
+            load = ol["load"]
+            lines += ["", f"Load generator: {kind} ({load['workers']} process(es) of "
+                      f"{load['connections']} connections), {generator:.0f} CPU s per million "
+                      f"requests (so at most ~{1e6 / generator:,.0f} req/s per generator "
+                      "process on a core of its own); latency from the scheduled send time; "
+                      "send lag is how late the generator sent."]
         lines.append("")
     if result.get("idle"):
         lines += ["### Idle client connections", "",

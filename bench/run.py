@@ -86,8 +86,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "rate measured in this run)")
     g.add_argument("--open-loop-duration", type=float,
                    help="seconds per target and round (default 10; --quick 2)")
-    g.add_argument("--open-loop-workers", type=int, default=2, help="generator processes")
-    g.add_argument("--open-loop-connections", type=int, default=25, help="per generator process")
+    g.add_argument("--open-loop-generator", choices=openloop.GENERATORS, default="auto",
+                   help="auto (default): the C generator (bench/openloop.c) when it compiles, "
+                        "else the Python one")
+    g.add_argument("--open-loop-workers", type=int,
+                   help="generator processes (default 1 for the C generator, 2 for Python)")
+    g.add_argument("--open-loop-connections", type=int,
+                   help="per generator process (default: 50 in all, as redis-benchmark's "
+                        "clients)")
     g.add_argument("--open-loop-set-ratio", type=float, default=0.5, help="share of SETs")
     g.add_argument("--open-loop-size", type=int, default=100, help="value bytes")
     g = p.add_argument_group("idle connections")
@@ -280,14 +286,21 @@ class Harness:
     def open_loop(self, loads: list[dict]) -> dict:
         a = self.args
         rate, basis = self.open_loop_rate(loads)
-        if rate / a.open_loop_workers > 25_000:
-            self.notes.append(f"open loop: {rate / a.open_loop_workers:,.0f} req/s per generator "
-                              "process is near its ceiling; watch send lag, or raise "
-                              "--open-loop-workers")
+        probe = openloop.OpenLoopLoad(rate, 0, 0, 1, 1, 1, 0, 0, a.open_loop_generator)
+        exe, generator = openloop.generator_for(probe)
+        workers = a.open_loop_workers or (1 if exe is not None else 2)
+        connections = a.open_loop_connections or max(1, 50 // workers)
+        if exe is None:
+            self.notes.append(f"open loop: the Python generator ({generator}); it takes CPU "
+                              "from the targets on a small machine")
+            if rate / workers > 25_000:
+                self.notes.append(f"open loop: {rate / workers:,.0f} req/s per generator "
+                                  "process is near its ceiling; watch send lag, or raise "
+                                  "--open-loop-workers")
         load = openloop.OpenLoopLoad(rate, a.open_loop_duration,
-                                     min(1.0, a.open_loop_duration / 5), a.open_loop_workers,
-                                     a.open_loop_connections, a.keyspace, a.open_loop_size,
-                                     a.open_loop_set_ratio)
+                                     min(1.0, a.open_loop_duration / 5), workers, connections,
+                                     a.keyspace, a.open_loop_size, a.open_loop_set_ratio,
+                                     a.open_loop_generator)
         self.fill(a.open_loop_size)
         runs: dict[str, list[dict]] = {t.name: [] for t in self.targets}
         for round_ in range(1, a.rounds + 1):

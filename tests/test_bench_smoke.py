@@ -94,3 +94,78 @@ def test_in_process_harness_checks_its_round_trip_and_reports_figures(encrypted,
 
     request, reply = measure(encrypted, command, batch=4, rounds=20, repeat=1)
     assert request > 0 and reply > 0
+
+
+# -- the open-loop generators, against a real redis-server --------------------------------
+
+
+def _commandstats(server) -> dict[str, int]:
+    stats = server.client().info("commandstats")
+    return {name: stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("get", "set")}
+
+
+@pytest.fixture
+def redis_4k():
+    """A Redis holding 500 keys of 4 KiB: GET replies span reads, so framing is exercised."""
+    from bench import keyspace
+    from tests.servers import start_redis
+    server = start_redis()
+    try:
+        keyspace.fill(server.port, 500, 4096)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("generator", ["c", "python"])
+def test_open_loop_sends_its_schedule_and_matches_every_reply(redis_4k, generator):
+    from bench import openloop
+    if generator == "c" and openloop.compiled_generator()[0] is None:
+        pytest.skip(openloop.compiled_generator()[1])
+    before = _commandstats(redis_4k)
+    load = openloop.OpenLoopLoad(rate=3000, duration=1.0, warmup=0.2, workers=2, connections=3,
+                                 keyspace=500, size=4096, set_ratio=0.3, generator=generator)
+    result = openloop.run(redis_4k.port, load, seed=7)
+    after = _commandstats(redis_4k)
+    assert result["generator"] == generator
+    assert result["sent"] == 3000
+    assert (result["errors"], result["lost"]) == (0, 0)
+    # Redis saw exactly what was sent, both commands, in about the asked mix.
+    gets, sets = after["get"] - before["get"], after["set"] - before["set"]
+    assert gets + sets == 3000
+    assert 0.2 < sets / 3000 < 0.4
+    # Samples only from after the warm-up; every latency is positive and the send-time one
+    # is never longer than the scheduled-time one.
+    assert 3000 * 0.7 <= result["completed_rps"] * 0.8 <= 3000 * 0.85
+    assert 0 < result["service_p50_ms"] <= result["p50_ms"]
+    assert result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
+    assert result["generator_cpu_s_per_M"] > 0
+
+
+def test_c_generator_counts_error_replies_as_errors():
+    from bench import openloop
+    from tests.servers import start_redis
+    if openloop.compiled_generator()[0] is None:
+        pytest.skip(openloop.compiled_generator()[1])
+    server = start_redis("--requirepass", "bench-secret")  # every command: -NOAUTH
+    try:
+        load = openloop.OpenLoopLoad(rate=1000, duration=0.5, warmup=0.1, workers=1,
+                                     connections=2, keyspace=100, size=10, set_ratio=0.5,
+                                     generator="c")
+        result = openloop.run(server.port, load)
+    finally:
+        server.stop()
+    assert result["sent"] == 500
+    assert (result["errors"], result["lost"]) == (500, 0)
+    assert result["p99_ms"] is None  # no successful reply, no latency sample
+
+
+def test_c_generator_reports_a_closed_target():
+    from bench import openloop
+    from tests.servers import free_port
+    if openloop.compiled_generator()[0] is None:
+        pytest.skip(openloop.compiled_generator()[1])
+    load = openloop.OpenLoopLoad(rate=100, duration=0.2, warmup=0.0, workers=1, connections=1,
+                                 keyspace=10, size=10, set_ratio=0.5, generator="c")
+    with pytest.raises(RuntimeError, match="connect to 127.0.0.1"):
+        openloop.run(free_port(), load)
