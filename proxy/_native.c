@@ -904,11 +904,52 @@ static int Parser_keep(ParserObject *self, const char *p, Py_ssize_t n) {
     return 0;
 }
 
-/* feed(data) -> the complete commands, in order.  After a protocol error `error` holds
- * its text; the commands before it are still returned, and nothing more may be fed. */
+/* The read buffer: clients' reads land here (asyncio's BufferedProtocol: get_buffer, then
+ * buffer_updated(n) with feed(n)), so the event loop makes no bytes object of each read
+ * and copies nothing: feed parses the read where it lies and keeps only an unfinished
+ * command's tail (Parser_keep), as it does with bytes.  One buffer per thread (an event
+ * loop lives in one thread, and the loop may read for one connection while another
+ * thread's loop reads too); a connection holds none, so idle clients cost nothing.  A
+ * thread's buffer lives as long as the process. */
+#define READ_BUFFER_BYTES 262144
+static _Thread_local PyObject *read_array; /* bytearray of READ_BUFFER_BYTES */
+static _Thread_local PyObject *read_view;  /* memoryview of it, what get_buffer returns */
+
+static PyObject *Parser_get_buffer(ParserObject *self, PyObject *sizehint) {
+    if (read_view == NULL) {
+        PyObject *array = PyByteArray_FromStringAndSize(NULL, READ_BUFFER_BYTES);
+        if (!array) return NULL;
+        PyObject *view = PyMemoryView_FromObject(array);
+        if (!view) {
+            Py_DECREF(array);
+            return NULL;
+        }
+        read_array = array;
+        read_view = view;
+    }
+    Py_INCREF(read_view);
+    return read_view;
+}
+
+/* feed(data) -> the complete commands, in order.  `data` is bytes, or the count of bytes
+ * just read into get_buffer's buffer.  After a protocol error `error` holds its text; the
+ * commands before it are still returned, and nothing more may be fed. */
 static PyObject *Parser_feed(ParserObject *self, PyObject *data) {
-    if (!PyBytes_Check(data)) {
-        PyErr_SetString(PyExc_TypeError, "feed takes bytes");
+    const char *in;
+    Py_ssize_t n;
+    if (PyBytes_Check(data)) {
+        in = PyBytes_AS_STRING(data);
+        n = PyBytes_GET_SIZE(data);
+    } else if (PyLong_CheckExact(data)) {
+        n = PyLong_AsSsize_t(data);
+        if (n < 0 || n > READ_BUFFER_BYTES || read_array == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "feed(n): n bytes of get_buffer's buffer");
+            return NULL;
+        }
+        in = PyByteArray_AS_STRING(read_array);
+    } else {
+        PyErr_SetString(PyExc_TypeError, "feed takes bytes or a count of bytes read");
         return NULL;
     }
     if (self->error != Py_None) {
@@ -917,8 +958,6 @@ static PyObject *Parser_feed(ParserObject *self, PyObject *data) {
     }
     PyObject *commands = PyList_New(0);
     if (!commands) return NULL;
-    const char *in = PyBytes_AS_STRING(data);
-    Py_ssize_t n = PyBytes_GET_SIZE(data);
     Py_ssize_t pos = 0;
     int rc;
     if (self->len == self->pos) {
@@ -974,7 +1013,11 @@ static PyObject *Parser_buffered(ParserObject *self, PyObject *unused) {
 }
 
 static PyMethodDef Parser_methods[] = {
-    {"feed", (PyCFunction)Parser_feed, METH_O, "feed(data) -> list of commands"},
+    {"feed", (PyCFunction)Parser_feed, METH_O,
+     "feed(data) -> list of commands; data: bytes, or how many bytes were read into "
+     "get_buffer()'s buffer"},
+    {"get_buffer", (PyCFunction)Parser_get_buffer, METH_O,
+     "get_buffer(sizehint) -> this thread's read buffer (asyncio.BufferedProtocol)"},
     {"buffered", (PyCFunction)Parser_buffered, METH_NOARGS,
      "bytes held back for an unfinished command (for tests)"},
     {NULL, NULL, 0, NULL},

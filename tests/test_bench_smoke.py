@@ -167,5 +167,5 @@ def test_c_generator_reports_a_closed_target():
         pytest.skip(openloop.compiled_generator()[1])
     load = openloop.OpenLoopLoad(rate=100, duration=0.2, warmup=0.0, workers=1, connections=1,
                                  keyspace=10, size=10, set_ratio=0.5, generator="c")
-    with pytest.raises(RuntimeError, match="connect to 127.0.0.1"):
+    with pytest.raises(RuntimeError, match=r"connect to 127\.0\.0\.1"):
         openloop.run(free_port(), load)

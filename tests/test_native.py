@@ -342,3 +342,40 @@ def test_c_and_python_parsers_agree_on_limits_and_large_arguments():
     data = b"*1\r\n$5000\r\n" + b"x" * 200
     expected = ([[]], [0], "Protocol error: invalid bulk length")
     assert run_parser(c, [data]) == run_parser(py, [data]) == expected
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["c", "python"])
+def test_the_read_buffer_is_one_per_thread_and_never_held_by_a_parser(native):
+    """Clients' reads land in one buffer per thread (get_buffer): the same for every
+    connection of a thread, another in another thread (whose event loop may read at the
+    same time), and a parser keeps only its own copy of an unfinished command."""
+    import threading
+
+    from proxy.resp.reader import READ_BUFFER_BYTES
+    def make():
+        kinds = [p for p in twin_parsers() if (type(p).__module__ == "proxy._native") == native]
+        if not kinds:
+            pytest.skip("proxy._native is not built")
+        return kinds[0]
+
+    parser, other = make(), make()
+    view = parser.get_buffer(-1)
+    assert len(view) == READ_BUFFER_BYTES and not view.readonly
+    assert other.get_buffer(4096).obj is view.obj
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(parser.get_buffer(-1).obj))
+    thread.start()
+    thread.join()
+    assert seen and seen[0] is not view.obj
+    # Half a command read, the buffer reused by another connection, then the rest.
+    first, rest = b"*2\r\n$3\r\nGET\r\n$5\r\nab", b"cde\r\n"
+    view[:len(first)] = first
+    assert parser.feed(len(first)) == []
+    view[:len(first)] = b"*1\r\n$4\r\nPING\r\n" + b"x" * (len(first) - 14)
+    assert other.feed(14) == [[b"PING"]]
+    view[:len(rest)] = rest
+    assert parser.feed(len(rest)) == [[b"GET", b"abcde"]]
+    with pytest.raises(ValueError):
+        parser.feed(READ_BUFFER_BYTES + 1)
+    with pytest.raises(ValueError):
+        parser.feed(-1)

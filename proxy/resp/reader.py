@@ -23,6 +23,8 @@ Never logs, never holds on to a command after returning it.
 
 from __future__ import annotations
 
+import threading
+
 from proxy.errors import ClientProtocolError
 from proxy.resp import limits
 from proxy.resp.numbers import string2ll
@@ -38,6 +40,12 @@ def _line_end(buf: bytes, pos: int, char: bytes) -> int:
     if end < 0 or buf.find(b"\0", pos, end) >= 0:
         return -1
     return end
+
+
+# Clients' reads land in one buffer per thread (asyncio.BufferedProtocol), which the
+# parser reads in place; the C parser's own is the same size (proxy/_native.c).
+READ_BUFFER_BYTES = 262144
+_read_buffers = threading.local()
 
 
 class PythonRequestParser:
@@ -74,7 +82,21 @@ class PythonRequestParser:
     def buffered(self) -> int:
         return len(self._held)
 
-    def feed(self, data: bytes) -> list[list[bytes]]:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """This thread's read buffer (see proxy._native's READ_BUFFER_BYTES)."""
+        view = getattr(_read_buffers, "view", None)
+        if view is None:
+            view = _read_buffers.view = memoryview(bytearray(READ_BUFFER_BYTES))
+        return view
+
+    def feed(self, data: bytes | int) -> list[list[bytes]]:
+        """The complete commands in `data`: bytes, or the count of bytes just read into
+        get_buffer's buffer."""
+        if type(data) is int:
+            view = getattr(_read_buffers, "view", None)
+            if view is None or not 0 <= data <= READ_BUFFER_BYTES:
+                raise ValueError("feed(n): n bytes of get_buffer's buffer")
+            data = bytes(view[:data])
         if self.error is not None:
             raise RuntimeError("the request stream already failed")
         held = self._held

@@ -127,11 +127,32 @@ def run_parser(parser, split: list[bytes]) -> tuple[list, list[int], str | None]
     return commands, held, parser.error
 
 
+_POISON = b"\xa5" * 262144
+
+
+def run_parser_buffered(parser, split: list[bytes]) -> tuple[list, list[int], str | None]:
+    """run_parser with each piece read into the parser's get_buffer() buffer, as the event
+    loop does for a client (BufferedProtocol), and fed as a count.  The whole buffer is
+    overwritten before each piece, as another connection's read would: the parser must
+    neither read past the count nor rely on what a read left there."""
+    commands, held = [], []
+    for piece in split:
+        view = parser.get_buffer(-1)
+        view[:] = _POISON[:len(view)]
+        view[:len(piece)] = piece
+        commands.append(parser.feed(len(piece)))
+        held.append(parser.buffered())
+        if parser.error is not None:
+            break
+    return commands, held, parser.error
+
+
 def check_twin_parsers(data: bytes, cuts: Iterable[int] = ()) -> None:
-    """The C parser and its Python twin: the same commands after every piece, the same
-    bytes held back, the same error."""
+    """The C parser and its Python twin, fed bytes or reads into their buffer: the same
+    commands after every piece, the same bytes held back, the same error."""
     split = pieces(data, cuts)
-    results = [run_parser(parser, split) for parser in twin_parsers()]
+    results = [run(parser, split) for run in (run_parser, run_parser_buffered)
+               for parser in twin_parsers()]
     assert all(result == results[0] for result in results), (data, list(cuts))
 
 
