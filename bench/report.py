@@ -44,18 +44,21 @@ def _median(values: list[float | None]) -> float | None:
     return statistics.median(present) if present else None
 
 
-def _ratio_median(runs: list[dict], ref_runs: list[dict] | None, field: str) -> float | None:
-    """Median over rounds of runs[r][field] / ref_runs[r][field], same round only."""
-    if not ref_runs:
-        return None
-    ref_by_round = {r["round"]: r.get(field) for r in ref_runs}
+def _round_ratios(runs: list[dict], ref_runs: list[dict] | None, field: str) -> list[float]:
+    """runs[r][field] / ref_runs[r][field] for each round both measured, in round order."""
+    ref_by_round = {r["round"]: r.get(field) for r in ref_runs or []}
     ratios = []
-    for run in runs:
+    for run in sorted(runs, key=lambda r: r["round"]):
         ref = ref_by_round.get(run["round"])
         value = run.get(field)
         if value is not None and ref:
             ratios.append(value / ref)
-    return _median(ratios)
+    return ratios
+
+
+def _ratio_median(runs: list[dict], ref_runs: list[dict] | None, field: str) -> float | None:
+    """Median over rounds of runs[r][field] / ref_runs[r][field], same round only."""
+    return _median(_round_ratios(runs, ref_runs, field))
 
 
 def summarise_runs(runs_by_target: dict[str, list[dict]], fields: list[str],
@@ -74,19 +77,28 @@ def summarise_runs(runs_by_target: dict[str, list[dict]], fields: list[str],
 
 
 def evaluate_goals(result: dict) -> list[dict]:
+    """Each target of the performance issue against the run's median, with the ratio of
+    each round beside it (how far the figure moved within the run)."""
     loads = {load["key"]: load for load in result.get("loads", [])}
     goals = []
     for figure, where, target, field, op, bound in GOALS:
+        rounds = None
         if where == "open-loop":
-            row = result.get("open_loop", {}).get("summary", {}).get(target)
+            section, base = result.get("open_loop", {}), "p99_ms"
         elif where == "idle":
-            row = result.get("idle", {}).get(target)
+            section, base = {"summary": result.get("idle", {})}, None
         else:
-            row = loads.get(where, {}).get("summary", {}).get(target)
+            section, base = loads.get(where, {}), "rps"
+        row = section.get("summary", {}).get(target)
         value = row.get(field) if row else None
+        if base is not None and field.endswith("vs_twemproxy"):
+            runs = section.get("runs", {})
+            ok = [[r for r in runs.get(name, []) if "error" not in r]
+                  for name in (target, "twemproxy")]
+            rounds = _round_ratios(ok[0], ok[1], base) or None
         met = None if value is None else (value >= bound if op == ">=" else value <= bound)
         goals.append({"figure": figure, "target": f"{op} {bound:g}", "measured": value,
-                      "met": met})
+                      "rounds": rounds, "met": met})
     return goals
 
 
@@ -163,12 +175,15 @@ def markdown(result: dict) -> str:
                          f"| {_fmt(row['per_connection_kib'], '{:.1f}')} |")
         lines.append("")
     if result.get("goals"):
-        lines += ["### The issue's targets", "", "| figure | target | measured | met |",
-                  "|---|---|---|---|"]
+        lines += ["### The issue's targets", "",
+                  "Measured: the median over rounds; each round's own ratio beside it.", "",
+                  "| figure | target | measured | per round | met |",
+                  "|---|---|---|---|---|"]
         for goal in result["goals"]:
             met = {True: "yes", False: "**no**", None: "not measured"}[goal["met"]]
+            rounds = ", ".join(f"{r:.2f}" for r in goal.get("rounds") or []) or "—"
             lines.append(f"| {goal['figure']} | {goal['target']} "
-                         f"| {_fmt(goal['measured'], '{:.2f}')} | {met} |")
+                         f"| {_fmt(goal['measured'], '{:.2f}')} | {rounds} | {met} |")
         lines.append("")
     if result["meta"].get("notes"):
         lines += ["Notes:", *[f"- {note}" for note in result["meta"]["notes"]], ""]
@@ -251,6 +266,7 @@ def main() -> int:
     parser.add_argument("result", type=Path)
     args = parser.parse_args()
     result = json.loads(args.result.read_text())
+    result["goals"] = evaluate_goals(result)  # with this version's columns
     text = markdown(result)
     print(text)
     args.result.with_suffix(".md").write_text(text)
