@@ -915,7 +915,7 @@ static int Parser_keep(ParserObject *self, const char *p, Py_ssize_t n) {
 static _Thread_local PyObject *read_array; /* bytearray of READ_BUFFER_BYTES */
 static _Thread_local PyObject *read_view;  /* memoryview of it, what get_buffer returns */
 
-static PyObject *Parser_get_buffer(ParserObject *self, PyObject *sizehint) {
+static PyObject *get_read_buffer(void) {
     if (read_view == NULL) {
         PyObject *array = PyByteArray_FromStringAndSize(NULL, READ_BUFFER_BYTES);
         if (!array) return NULL;
@@ -929,6 +929,16 @@ static PyObject *Parser_get_buffer(ParserObject *self, PyObject *sizehint) {
     }
     Py_INCREF(read_view);
     return read_view;
+}
+
+static PyObject *Parser_get_buffer(ParserObject *self, PyObject *sizehint) {
+    return get_read_buffer();
+}
+
+/* read_buffer(sizehint): the same buffer, for the upstream connections' replies
+ * (proxy.backends.redis.connection reads into it too; ReplyReader.feed copies from it). */
+static PyObject *module_read_buffer(PyObject *module, PyObject *sizehint) {
+    return get_read_buffer();
 }
 
 /* feed(data) -> the complete commands, in order.  `data` is bytes, or the count of bytes
@@ -1097,13 +1107,29 @@ static int ReplyReader_init(ReplyReaderObject *self, PyObject *args, PyObject *k
 }
 
 /* feed(data, offset=0, length=len(data)-offset) */
+static PyObject *ReplyReader_feed_bytes(ReplyReaderObject *self, const char *data,
+                                        Py_ssize_t size, PyObject *const *args,
+                                        Py_ssize_t nargs);
+
+/* feed(data, offset=0, length=None): data is bytes or any buffer (the read buffer's
+ * memoryview), as hiredis.Reader.feed takes. */
 static PyObject *ReplyReader_feed(ReplyReaderObject *self, PyObject *const *args,
                                   Py_ssize_t nargs) {
-    if (nargs < 1 || nargs > 3 || !PyBytes_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "feed(data: bytes, offset=0, length=None)");
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "feed(data, offset=0, length=None)");
         return NULL;
     }
-    Py_ssize_t size = PyBytes_GET_SIZE(args[0]), offset = 0, n;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    PyObject *done = ReplyReader_feed_bytes(self, view.buf, view.len, args, nargs);
+    PyBuffer_Release(&view);
+    return done;
+}
+
+static PyObject *ReplyReader_feed_bytes(ReplyReaderObject *self, const char *data,
+                                        Py_ssize_t size, PyObject *const *args,
+                                        Py_ssize_t nargs) {
+    Py_ssize_t offset = 0, n;
     if (nargs > 1 && (offset = PyLong_AsSsize_t(args[1])) == -1 && PyErr_Occurred()) return NULL;
     n = size - offset;
     if (nargs > 2 && (n = PyLong_AsSsize_t(args[2])) == -1 && PyErr_Occurred()) return NULL;
@@ -1125,7 +1151,7 @@ static PyObject *ReplyReader_feed(ReplyReaderObject *self, PyObject *const *args
         self->buf = grown;
         self->cap = cap;
     }
-    if (n > 0) memcpy(self->buf + self->len, PyBytes_AS_STRING(args[0]) + offset, (size_t)n);
+    if (n > 0) memcpy(self->buf + self->len, data + offset, (size_t)n);
     self->len += n;
     Py_RETURN_NONE;
 }
@@ -1824,6 +1850,8 @@ static PyTypeObject ForwarderType = {
 };
 
 static PyMethodDef module_methods[] = {
+    {"read_buffer", module_read_buffer, METH_O,
+     "read_buffer(sizehint) -> this thread's read buffer (as RequestParser.get_buffer)"},
     {"pack_command", pack_command, METH_O,
      "pack_command(args) -> RESP array of bulk strings"},
     {NULL, NULL, 0, NULL},

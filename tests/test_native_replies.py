@@ -80,6 +80,22 @@ def _all_replies(reader, stream: bytes, cuts: list[int], out: list | None = None
     return out
 
 
+def _all_replies_from_read_buffer(reader, stream: bytes, cuts: list[int]) -> list:
+    """_all_replies with each piece read into the thread's read buffer first (as the
+    upstream connection's buffer_updated does), the buffer overwritten with junk before
+    each piece: the reader must keep its own copy of everything it has not returned."""
+    from proxy.resp.reader import read_buffer
+    view = read_buffer(0)
+    out = []
+    for start, length in _pieces(stream, cuts):
+        view[:] = b"\xa5" * len(view)
+        view[:length] = stream[start:start + length]
+        reader.feed(view, 0, length)
+        while (reply := reader.gets()) is not False:
+            out.append(reply)
+    return out
+
+
 def _comparable(reply):
     if isinstance(reply, hiredis.ReplyError):
         # hiredis replaces bytes that are not UTF-8 with U+FFFD; ReplyReader keeps them
@@ -99,6 +115,11 @@ def test_gets_reads_what_hiredis_reads_split_anywhere(replies_, cuts):
     theirs = _all_replies(hiredis.Reader(), stream, cuts)
     assert len(ours) == len(replies_)
     assert [_comparable(r) for r in ours] == [_comparable(r) for r in theirs]
+    # Read into the read buffer first, as the upstream connection does: the same replies
+    # (hiredis there too, the reader without the C part).
+    for reader in (_reader(), hiredis.Reader()):
+        buffered = _all_replies_from_read_buffer(reader, stream, cuts)
+        assert [_comparable(r) for r in buffered] == [_comparable(r) for r in theirs]
     errors = [r for r in replies_ if r.startswith(b"-")]
     for reply in ours:  # the same types, not just equal values
         if isinstance(reply, hiredis.ReplyError):

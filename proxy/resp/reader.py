@@ -48,6 +48,13 @@ READ_BUFFER_BYTES = 262144
 _read_buffers = threading.local()
 
 
+def _python_read_buffer(sizehint: int = 0) -> memoryview:
+    view = getattr(_read_buffers, "view", None)
+    if view is None:
+        view = _read_buffers.view = memoryview(bytearray(READ_BUFFER_BYTES))
+    return view
+
+
 class PythonRequestParser:
     """The Python twin of proxy._native.RequestParser: same arguments, same results.
 
@@ -84,10 +91,7 @@ class PythonRequestParser:
 
     def get_buffer(self, sizehint: int) -> memoryview:
         """This thread's read buffer (see proxy._native's READ_BUFFER_BYTES)."""
-        view = getattr(_read_buffers, "view", None)
-        if view is None:
-            view = _read_buffers.view = memoryview(bytearray(READ_BUFFER_BYTES))
-        return view
+        return _python_read_buffer(sizehint)
 
     def feed(self, data: bytes | int) -> list[list[bytes]]:
         """The complete commands in `data`: bytes, or the count of bytes just read into
@@ -247,6 +251,10 @@ class PythonRequestParser:
 
 
 _Parser = native.RequestParser if native is not None else PythonRequestParser
+# read_buffer(sizehint): the buffer the event loop reads clients' requests and Redis's
+# replies into (a BufferedProtocol's get_buffer), the same one RequestReader().get_buffer
+# gives.  One per thread; each read is handled before the next one lands there.
+read_buffer = native.read_buffer if native is not None else _python_read_buffer
 
 
 def RequestReader(max_request_bytes: int = limits.MAX_REQUEST_BYTES):
