@@ -33,7 +33,7 @@ from proxy.commands.replication import primary_epoch
 from proxy.commands.replies import REPLY_KINDS
 from proxy.errors import UpstreamError
 from proxy.resp import writer
-from proxy.resp.reader import RequestReader
+from proxy.resp.reader import RequestReader, feed_as_reads
 from proxy.resp.writer import command as pack_request
 from proxy.speedups import native
 
@@ -319,11 +319,7 @@ class ClientConnection(asyncio.BufferedProtocol):
 
     def data_received(self, data: bytes) -> None:
         """Bytes read elsewhere (bench.inprocess): handled as if the loop had read them."""
-        view = self.get_buffer(-1)
-        for start in range(0, len(data), len(view)):
-            chunk = data[start:start + len(view)]
-            view[:len(chunk)] = chunk
-            self.buffer_updated(len(chunk))
+        feed_as_reads(self, data)
 
     def buffer_updated(self, nbytes: int) -> None:
         """`nbytes` of the client's stream were read into get_buffer()'s buffer."""

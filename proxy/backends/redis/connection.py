@@ -34,7 +34,7 @@ from proxy.backends import Reply, Waiter
 from proxy.backends.redis.tls import describe_handshake_error
 from proxy.errors import UpstreamError
 from proxy.resp import writer
-from proxy.resp.reader import read_buffer
+from proxy.resp.reader import feed_as_reads, read_buffer
 from proxy.resp.writer import command as pack_request
 
 log = logging.getLogger("cachecloak.upstream")
@@ -423,11 +423,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
 
     def data_received(self, data: bytes) -> None:
         """Bytes read elsewhere (bench.inprocess): handled as if the loop had read them."""
-        view = self.get_buffer(-1)
-        for start in range(0, len(data), len(view)):
-            chunk = data[start:start + len(view)]
-            view[:len(chunk)] = chunk
-            self.buffer_updated(len(chunk))
+        feed_as_reads(self, data)
 
     def buffer_updated(self, nbytes: int) -> None:
         """`nbytes` of replies were read into get_buffer()'s buffer."""
