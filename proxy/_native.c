@@ -904,10 +904,11 @@ static int Parser_keep(ParserObject *self, const char *p, Py_ssize_t n) {
     return 0;
 }
 
-/* The read buffer: clients' reads land here (asyncio's BufferedProtocol: get_buffer, then
- * buffer_updated(n) with feed(n)), so the event loop makes no bytes object of each read
- * and copies nothing: feed parses the read where it lies and keeps only an unfinished
- * command's tail (Parser_keep), as it does with bytes.  One buffer per thread (an event
+/* The read buffer: clients' requests and Redis's replies are read into it (asyncio's
+ * BufferedProtocol: get_buffer, then buffer_updated(n)), so the event loop makes no bytes
+ * object of each read: feed(n) parses a request read where it lies and keeps only an
+ * unfinished command's tail (Parser_keep), as it does with bytes; ReplyReader.feed copies
+ * a reply read into its own buffer.  One buffer per thread (an event
  * loop lives in one thread, and the loop may read for one connection while another
  * thread's loop reads too); a connection holds none, so idle clients cost nothing.  A
  * thread's buffer lives as long as the process. */
@@ -1375,18 +1376,12 @@ static PyObject *single_new(PyTypeObject *type, PyObject *client, PyObject *requ
                             PyObject *gcm, Py_ssize_t db, int proto) {
     SingleObject *self = (SingleObject *)type->tp_alloc(type, 0);
     if (!self) return NULL;
-    Py_INCREF(client);
-    self->client = client;
-    Py_INCREF(request);
-    self->request = request;
-    Py_INCREF(ctx);
-    self->ctx = ctx;
-    Py_INCREF(decode);
-    self->decode = decode;
-    Py_INCREF(cache);
-    self->cache = cache;
-    Py_INCREF(gcm);
-    self->gcm = gcm;
+    self->client = Py_NewRef(client);
+    self->request = Py_NewRef(request);
+    self->ctx = Py_NewRef(ctx);
+    self->decode = Py_NewRef(decode);
+    self->cache = Py_NewRef(cache);
+    self->gcm = Py_NewRef(gcm);
     self->kind = kind;
     self->db = db;
     self->proto = proto;

@@ -42,8 +42,9 @@ def _line_end(buf: bytes, pos: int, char: bytes) -> int:
     return end
 
 
-# Clients' reads land in one buffer per thread (asyncio.BufferedProtocol), which the
-# parser reads in place; the C parser's own is the same size (proxy/_native.c).
+# Clients' requests and Redis's replies are read into one buffer per thread
+# (asyncio.BufferedProtocol; see read_buffer below), which the parser reads in place; the
+# C part's buffer is the same size (proxy/_native.c).
 READ_BUFFER_BYTES = 262144
 _read_buffers = threading.local()
 
