@@ -29,6 +29,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -1844,6 +1845,457 @@ static PyTypeObject ForwarderType = {
     .tp_methods = Forwarder_methods,
 };
 
+/* ------------------------------------------------------------------------------------
+ * IOStats: the byte counters of one listener, shared by its clients (proxy/metrics.py
+ * keeps the Python twin).  In C so ClientCore counts a read or a write with an add.
+ */
+
+typedef struct {
+    PyObject_HEAD
+    long long received;
+    long long sent;
+} IOStatsObject;
+
+static PyMemberDef IOStats_members[] = {
+    {"received", T_LONGLONG, offsetof(IOStatsObject, received), 0, "bytes read from clients"},
+    {"sent", T_LONGLONG, offsetof(IOStatsObject, sent), 0, "bytes written to clients"},
+    {NULL},
+};
+
+static PyTypeObject IOStatsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "proxy._native.IOStats",
+    .tp_basicsize = sizeof(IOStatsObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Bytes read from and written to the clients of one listener.",
+    .tp_new = PyType_GenericNew,
+    .tp_members = IOStats_members,
+};
+
+/* ------------------------------------------------------------------------------------
+ * ClientCore: a client connection's read and write, in C for the common case.
+ *
+ * proxy.server.client.ClientConnection derives from it; client.PythonCore is its
+ * Python twin and the reference.  The fields are attributes of the connection that
+ * Python code reads and sets as before (members); they live here so that the two
+ * methods can use them without a lookup.  Each method does what its twin does for the
+ * case that is most requests at pipeline depth 1, and calls Python for anything else:
+ *
+ * buffer_updated(n): n bytes were read into the thread's read buffer.  A read holding
+ *   one command that Forwarder.one takes, on a connection in its plain state
+ *   (authenticated, no MULTI being queued or recorded, no multi-step operation running,
+ *   nothing backlogged), is forwarded here; every other read goes, parsed, to
+ *   ClientConnection._commands_read(commands).
+ * flush(): write the replies that are there, in order.  Replies of Singles are written
+ *   here; anything else at the head of the queue, pending output, a connection that is
+ *   closing or paused, goes to ClientConnection._flush(), which does it all.
+ *
+ * A state it does not recognise exactly (a field set to something other than what
+ * PythonCore sets) sends the work to Python rather than guessing.
+ */
+
+#define CLIENT_MAX_INFLIGHT (16 * 1024) /* proxy.server.client.MAX_INFLIGHT */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *reader, *slots, *route, *cache, *one, *stats, *io, *transport, *backlog, *out;
+    PyObject *db, *proto, *authenticated, *multi, *capture;
+    PyObject *closing, *closed, *paused, *write_paused, *blocked, *batched, *last_active;
+} ClientCoreObject;
+
+#define CLIENT_OBJECT_FIELDS(X) \
+    X(reader) X(slots) X(route) X(cache) X(one) X(stats) X(io) X(transport) X(backlog) \
+    X(out) X(db) X(proto) X(authenticated) X(multi) X(capture) X(closing) X(closed) \
+    X(paused) X(write_paused) X(blocked) X(batched) X(last_active)
+
+static int ClientCore_traverse(ClientCoreObject *self, visitproc visit, void *arg) {
+#define CLIENT_VISIT(field) Py_VISIT(self->field);
+    CLIENT_OBJECT_FIELDS(CLIENT_VISIT)
+#undef CLIENT_VISIT
+    return 0;
+}
+
+static int ClientCore_clear(ClientCoreObject *self) {
+#define CLIENT_CLEAR(field) Py_CLEAR(self->field);
+    CLIENT_OBJECT_FIELDS(CLIENT_CLEAR)
+#undef CLIENT_CLEAR
+    return 0;
+}
+
+static void ClientCore_dealloc(ClientCoreObject *self) {
+    PyObject_GC_UnTrack(self);
+    ClientCore_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* The Python names the methods use, interned once (module init). */
+static PyObject *s_append, *s_popleft, *s_submit_one, *s_write, *s_feed, *s_error,
+    *s_commands_read, *s_flush, *s_update_reading, *s_entries, *s_get, *s_resolve,
+    *s_received, *s_sent;
+
+/* 1 when `o` is true, 0 when false, -1 on an error (the common objects without a call). */
+static inline int truth(PyObject *o) {
+    if (o == Py_False || o == Py_None) return 0;
+    if (o == Py_True) return 1;
+    return PyObject_IsTrue(o);
+}
+
+/* A field read by the methods below: set in ClientConnection.__init__, never deleted. */
+static inline int client_has(ClientCoreObject *self) {
+    if (self->reader && self->slots && self->route && self->cache && self->one &&
+        self->stats && self->io && self->transport && self->backlog && self->out &&
+        self->db && self->proto && self->authenticated && self->multi && self->capture &&
+        self->closing && self->closed && self->paused && self->write_paused &&
+        self->blocked && self->batched)
+        return 1;
+    PyErr_SetString(PyExc_AttributeError,
+                    "ClientCore: a connection field is unset (ClientConnection.__init__ sets them)");
+    return 0;
+}
+
+/* time.monotonic() and time.perf_counter() on Linux: the same clock. */
+static double monotonic_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* io.<name> += n */
+static int count_io(PyObject *io, PyObject *name, Py_ssize_t n) {
+    if (Py_IS_TYPE(io, &IOStatsType)) {
+        if (name == s_received) ((IOStatsObject *)io)->received += n;
+        else ((IOStatsObject *)io)->sent += n;
+        return 0;
+    }
+    PyObject *old = PyObject_GetAttr(io, name);
+    if (!old) return -1;
+    PyObject *add = PyLong_FromSsize_t(n);
+    PyObject *sum = add ? PyNumber_Add(old, add) : NULL;
+    Py_DECREF(old);
+    Py_XDECREF(add);
+    if (!sum) return -1;
+    int rc = PyObject_SetAttr(io, name, sum);
+    Py_DECREF(sum);
+    return rc;
+}
+
+static PyObject *call_self(ClientCoreObject *self, PyObject *name) {
+    return PyObject_CallMethodNoArgs((PyObject *)self, name);
+}
+
+static PyObject *ClientCore_flush(ClientCoreObject *self, PyObject *unused);
+
+/* 1: the connection is in the state where a read's one command may take the C path. */
+static int client_plain_state(ClientCoreObject *self, PyObject *commands) {
+    if (self->one == Py_None || PyList_GET_SIZE(commands) != 1) return 0;
+    if (self->multi != Py_None || self->capture != Py_None) return 0;
+    PyObject *error = Py_IS_TYPE(self->reader, &ParserType)
+                          ? Py_NewRef(((ParserObject *)self->reader)->error)
+                          : PyObject_GetAttr(self->reader, s_error);
+    if (!error) return -1;
+    int failed = error != Py_None;
+    Py_DECREF(error);
+    if (failed) return 0;
+    int t = truth(self->blocked);
+    if (t != 0) return t < 0 ? -1 : 0;
+    Py_ssize_t backlog = PyObject_Size(self->backlog);
+    if (backlog != 0) return backlog < 0 ? -1 : 0;
+    t = truth(self->authenticated);
+    return t;
+}
+
+/* What PythonCore.buffer_updated does after Forwarder.one made `slot` (a Single). */
+static int client_submit(ClientCoreObject *self, PyObject *slot, PyObject *command) {
+    SingleObject *single = (SingleObject *)slot;
+    if (self->stats != Py_None) { /* as _dispatch: from the read to the reply */
+        PyObject *t0 = PyFloat_FromDouble(monotonic_seconds());
+        if (!t0) return -1;
+        Py_XSETREF(single->t0, t0);
+        PyObject *name = PyList_GET_ITEM(command, 0);
+        PyObject *entries = PyObject_GetAttr(self->stats, s_entries);
+        if (!entries) return -1;
+        PyObject *entry = PyObject_CallMethodOneArg(entries, s_get, name);
+        Py_DECREF(entries);
+        if (!entry) return -1;
+        int found = truth(entry);
+        if (found <= 0) {
+            Py_DECREF(entry);
+            if (found < 0) return -1;
+            entry = PyObject_CallMethodOneArg(self->stats, s_resolve, name);
+            if (!entry) return -1;
+        }
+        Py_XSETREF(single->stat, entry);
+    }
+    PyObject *done = PyObject_CallMethodOneArg(self->slots, s_append, slot);
+    if (!done) return -1;
+    Py_DECREF(done);
+    /* sent at the end of the loop iteration */
+    PyObject *args[3] = {self->route, single->request, slot};
+    done = PyObject_VectorcallMethod(s_submit_one, args, 3, NULL);
+    if (!done) return -1;
+    Py_DECREF(done);
+    /* Nothing to write unless the route failed it at once (Redis unavailable). */
+    if (single->data && single->data != Py_None) {
+        done = ClientCore_flush(self, NULL);
+        if (!done) return -1;
+        Py_DECREF(done);
+    }
+    int pause = truth(self->paused);
+    if (pause == 0) pause = truth(self->write_paused);
+    if (pause == 0) {
+        Py_ssize_t queued = PyObject_Size(self->slots);
+        Py_ssize_t batched = PyLong_AsSsize_t(self->batched);
+        if (queued < 0 || (batched == -1 && PyErr_Occurred())) return -1;
+        pause = queued + batched > CLIENT_MAX_INFLIGHT;
+    }
+    if (pause < 0) return -1;
+    if (pause) {
+        done = call_self(self, s_update_reading);
+        if (!done) return -1;
+        Py_DECREF(done);
+    }
+    return 0;
+}
+
+static PyObject *ClientCore_buffer_updated(ClientCoreObject *self, PyObject *nbytes) {
+    if (!client_has(self)) return NULL;
+    int closing = truth(self->closing);
+    if (closing != 0) return closing < 0 ? NULL : Py_NewRef(Py_None);
+    Py_ssize_t n = PyLong_AsSsize_t(nbytes);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    PyObject *now = PyFloat_FromDouble(monotonic_seconds());
+    if (!now) return NULL;
+    Py_XSETREF(self->last_active, now);
+    if (count_io(self->io, s_received, n) < 0) return NULL;
+    PyObject *commands = Py_IS_TYPE(self->reader, &ParserType)
+                             ? Parser_feed((ParserObject *)self->reader, nbytes)
+                             : PyObject_CallMethodOneArg(self->reader, s_feed, nbytes);
+    if (!commands) return NULL;
+    if (!PyList_Check(commands)) {
+        Py_DECREF(commands);
+        PyErr_SetString(PyExc_TypeError, "the request reader's feed must return a list");
+        return NULL;
+    }
+    int plain = client_plain_state(self, commands);
+    if (plain < 0) goto fail;
+    if (plain) {
+        /* Pipeline depth 1 is mostly this: one command simple enough for C, hashed,
+         * sealed and packed as `forward` would (None: Python takes it below). */
+        PyObject *command = PyList_GET_ITEM(commands, 0);
+        PyObject *args[5] = {command, self->db, self->proto, (PyObject *)self, self->cache};
+        PyObject *slot = PyObject_Vectorcall(self->one, args, 5, NULL);
+        if (!slot) goto fail;
+        if (slot != Py_None) {
+            if (!PyObject_TypeCheck(slot, &SingleType)) {
+                Py_DECREF(slot);
+                PyErr_SetString(PyExc_TypeError, "Forwarder.one must return a Single");
+                goto fail;
+            }
+            int rc = client_submit(self, slot, command);
+            Py_DECREF(slot);
+            Py_DECREF(commands);
+            return rc < 0 ? NULL : Py_NewRef(Py_None);
+        }
+        Py_DECREF(slot);
+    }
+    PyObject *result = PyObject_CallMethodOneArg((PyObject *)self, s_commands_read, commands);
+    Py_DECREF(commands);
+    return result;
+fail:
+    Py_DECREF(commands);
+    return NULL;
+}
+
+/* The head of the reply queue when it is a Single with no multi-step turn to start:
+ * a new reference, or NULL (no error) for anything else. */
+static PyObject *single_head(ClientCoreObject *self, int *empty) {
+    Py_ssize_t left = PyObject_Size(self->slots);
+    if (left < 0) return NULL;
+    *empty = left == 0;
+    if (left == 0) return NULL;
+    PyObject *head = PySequence_GetItem(self->slots, 0);
+    if (!head) return NULL;
+    if (!PyObject_TypeCheck(head, &SingleType) ||
+        (((SingleObject *)head)->start && ((SingleObject *)head)->start != Py_None)) {
+        Py_DECREF(head);
+        return NULL;
+    }
+    return head;
+}
+
+/* b"".join(parts) for a list of bytes. */
+static PyObject *join_bytes(PyObject *parts) {
+    Py_ssize_t total = 0, count = PyList_GET_SIZE(parts);
+    for (Py_ssize_t i = 0; i < count; i++) total += PyBytes_GET_SIZE(PyList_GET_ITEM(parts, i));
+    PyObject *joined = PyBytes_FromStringAndSize(NULL, total);
+    if (!joined) return NULL;
+    char *p = PyBytes_AS_STRING(joined);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *part = PyList_GET_ITEM(parts, i);
+        memcpy(p, PyBytes_AS_STRING(part), (size_t)PyBytes_GET_SIZE(part));
+        p += PyBytes_GET_SIZE(part);
+    }
+    return joined;
+}
+
+static PyObject *ClientCore_flush(ClientCoreObject *self, PyObject *unused) {
+    if (!client_has(self)) return NULL;
+    int t = truth(self->closed);
+    if (t != 0) return t < 0 ? NULL : Py_NewRef(Py_None);
+    int python = truth(self->closing);
+    if (python == 0) python = truth(self->paused);
+    if (python == 0 && (!PyList_Check(self->out) || PyList_GET_SIZE(self->out) != 0))
+        python = 1;
+    if (python < 0) return NULL;
+    if (python) return call_self(self, s_flush);
+    /* Pop the Singles whose replies are there, in order. */
+    PyObject *first = NULL, *parts = NULL;
+    int empty = 0, other = 0;
+    for (;;) {
+        PyObject *head = single_head(self, &empty);
+        if (!head) {
+            if (PyErr_Occurred()) goto fail;
+            other = !empty; /* something only Python handles is next */
+            break;
+        }
+        PyObject *data = ((SingleObject *)head)->data;
+        if (!data || data == Py_None) {
+            Py_DECREF(head);
+            break;
+        }
+        if (!PyBytes_Check(data)) {
+            Py_DECREF(head);
+            PyErr_SetString(PyExc_TypeError, "a reply's data must be bytes");
+            goto fail;
+        }
+        PyObject *popped = PyObject_CallMethodNoArgs(self->slots, s_popleft);
+        if (!popped) {
+            Py_DECREF(head);
+            goto fail;
+        }
+        Py_DECREF(popped);
+        if (!first) {
+            first = Py_NewRef(data);
+        } else {
+            if (!parts) {
+                parts = PyList_New(1);
+                if (!parts) {
+                    Py_DECREF(head);
+                    goto fail;
+                }
+                PyList_SET_ITEM(parts, 0, Py_NewRef(first));
+            }
+            if (PyList_Append(parts, data) < 0) {
+                Py_DECREF(head);
+                goto fail;
+            }
+        }
+        Py_DECREF(head);
+    }
+    if (other) {
+        /* _flush writes what was popped, first, with whatever it takes next. */
+        if (first) {
+            int rc = parts ? (PyList_SetSlice(self->out, 0, 0, parts))
+                           : PyList_Append(self->out, first);
+            if (rc < 0) goto fail;
+        }
+        Py_XDECREF(first);
+        Py_XDECREF(parts);
+        return call_self(self, s_flush);
+    }
+    if (first) {
+        PyObject *data = first;
+        if (parts) {
+            data = join_bytes(parts);
+            Py_DECREF(first);
+            Py_CLEAR(parts);
+            if (!data) return NULL;
+        }
+        PyObject *done = NULL;
+        if (count_io(self->io, s_sent, PyBytes_GET_SIZE(data)) == 0)
+            done = PyObject_CallMethodOneArg(self->transport, s_write, data);
+        Py_DECREF(data);
+        if (!done) return NULL;
+        Py_DECREF(done);
+    }
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(first);
+    Py_XDECREF(parts);
+    return NULL;
+}
+
+static PyMethodDef ClientCore_methods[] = {
+    {"buffer_updated", (PyCFunction)ClientCore_buffer_updated, METH_O,
+     "buffer_updated(nbytes): nbytes of the client's stream were read into the read buffer"},
+    {"flush", (PyCFunction)ClientCore_flush, METH_NOARGS,
+     "flush(): write the replies that are there, in order"},
+    {NULL, NULL, 0, NULL},
+};
+
+#define CLIENT_MEMBER(name, field) \
+    {name, T_OBJECT_EX, offsetof(ClientCoreObject, field), 0, NULL},
+
+static PyMemberDef ClientCore_members[] = {
+    CLIENT_MEMBER("reader", reader)
+    CLIENT_MEMBER("_slots", slots)
+    CLIENT_MEMBER("route", route)
+    CLIENT_MEMBER("cache", cache)
+    CLIENT_MEMBER("_one", one)
+    CLIENT_MEMBER("stats", stats)
+    CLIENT_MEMBER("io", io)
+    CLIENT_MEMBER("transport", transport)
+    CLIENT_MEMBER("_backlog", backlog)
+    CLIENT_MEMBER("_out", out)
+    CLIENT_MEMBER("db", db)
+    CLIENT_MEMBER("proto", proto)
+    CLIENT_MEMBER("authenticated", authenticated)
+    CLIENT_MEMBER("multi", multi)
+    CLIENT_MEMBER("capture", capture)
+    CLIENT_MEMBER("_closing", closing)
+    CLIENT_MEMBER("_closed", closed)
+    CLIENT_MEMBER("_paused", paused)
+    CLIENT_MEMBER("_write_paused", write_paused)
+    CLIENT_MEMBER("_blocked", blocked)
+    CLIENT_MEMBER("_batched", batched)
+    CLIENT_MEMBER("last_active", last_active)
+    {NULL},
+};
+
+static PyTypeObject ClientCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "proxy._native.ClientCore",
+    .tp_basicsize = sizeof(ClientCoreObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "A client connection's read and write for the common case (see proxy/_native.c).",
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)ClientCore_dealloc,
+    .tp_traverse = (traverseproc)ClientCore_traverse,
+    .tp_clear = (inquiry)ClientCore_clear,
+    .tp_methods = ClientCore_methods,
+    .tp_members = ClientCore_members,
+};
+
+static int intern_client_names(void) {
+#define INTERN(var, text) if (!(var = PyUnicode_InternFromString(text))) return -1;
+    INTERN(s_append, "append")
+    INTERN(s_popleft, "popleft")
+    INTERN(s_submit_one, "submit_one")
+    INTERN(s_write, "write")
+    INTERN(s_feed, "feed")
+    INTERN(s_error, "error")
+    INTERN(s_commands_read, "_commands_read")
+    INTERN(s_flush, "_flush")
+    INTERN(s_update_reading, "_update_reading")
+    INTERN(s_entries, "entries")
+    INTERN(s_get, "get")
+    INTERN(s_resolve, "resolve")
+    INTERN(s_received, "received")
+    INTERN(s_sent, "sent")
+#undef INTERN
+    return 0;
+}
+
 static PyMethodDef module_methods[] = {
     {"read_buffer", module_read_buffer, METH_O,
      "read_buffer(sizehint) -> this thread's read buffer (as RequestParser.get_buffer)"},
@@ -1861,7 +2313,9 @@ static struct PyModuleDef native_module = {
 PyMODINIT_FUNC PyInit__native(void) {
     if (PyType_Ready(&HasherType) < 0 || PyType_Ready(&GcmType) < 0 ||
         PyType_Ready(&ParserType) < 0 || PyType_Ready(&ReplyReaderType) < 0 ||
-        PyType_Ready(&ForwarderType) < 0 || PyType_Ready(&SingleType) < 0)
+        PyType_Ready(&ForwarderType) < 0 || PyType_Ready(&SingleType) < 0 ||
+        PyType_Ready(&IOStatsType) < 0 || PyType_Ready(&ClientCoreType) < 0 ||
+        intern_client_names() < 0)
         return NULL;
     if (pthread_atfork(NULL, NULL, nonce_pool_forget) != 0) {
         PyErr_SetString(PyExc_RuntimeError, "could not register the nonce pool's fork hook");
@@ -1875,12 +2329,17 @@ PyMODINIT_FUNC PyInit__native(void) {
     Py_INCREF(&ReplyReaderType);
     Py_INCREF(&ForwarderType);
     Py_INCREF(&SingleType);
+    Py_INCREF(&IOStatsType);
+    Py_INCREF(&ClientCoreType);
     if (PyModule_AddObject(m, "Hasher", (PyObject *)&HasherType) < 0 ||
         PyModule_AddObject(m, "Gcm", (PyObject *)&GcmType) < 0 ||
         PyModule_AddObject(m, "RequestParser", (PyObject *)&ParserType) < 0 ||
         PyModule_AddObject(m, "ReplyReader", (PyObject *)&ReplyReaderType) < 0 ||
         PyModule_AddObject(m, "Forwarder", (PyObject *)&ForwarderType) < 0 ||
         PyModule_AddObject(m, "Single", (PyObject *)&SingleType) < 0 ||
+        PyModule_AddObject(m, "IOStats", (PyObject *)&IOStatsType) < 0 ||
+        PyModule_AddObject(m, "ClientCore", (PyObject *)&ClientCoreType) < 0 ||
+        PyModule_AddIntConstant(m, "CLIENT_MAX_INFLIGHT", CLIENT_MAX_INFLIGHT) < 0 ||
         PyModule_AddIntConstant(m, "KIND_PYTHON", KIND_PYTHON) < 0 ||
         PyModule_AddIntConstant(m, "KIND_VALUE", KIND_VALUE) < 0 ||
         PyModule_AddIntConstant(m, "KIND_STATUS_OR_NIL", KIND_STATUS_OR_NIL) < 0 ||

@@ -34,6 +34,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
+from proxy.speedups import native
+
 UNKNOWN = "unknown"
 # Command names as sent (any casing) kept in the lookup dict; beyond this, names are
 # resolved on every use (still to bounded labels).
@@ -48,14 +50,18 @@ _REFUSALS = (b"-ERR cachecloak does not serve", b"-ERR unknown command",
              b"-ERR unknown subcommand")
 
 
-class IOStats:
-    """Bytes read from and written to the clients of one listener."""
+class PythonIOStats:
+    """Bytes read from and written to the clients of one listener (the twin of
+    proxy._native.IOStats, which the C client path counts into)."""
 
     __slots__ = ("received", "sent")
 
     def __init__(self) -> None:
         self.received = 0
         self.sent = 0
+
+
+IOStats = native.IOStats if native is not None else PythonIOStats
 
 
 class Durations:

@@ -188,17 +188,57 @@ else:
     Single = None
 
 
-class ClientConnection(asyncio.BufferedProtocol):
+# The attributes of a connection that Core's two methods use; Core holds them (in C,
+# proxy._native.ClientCore's fields), ClientConnection the rest.
+CORE_FIELDS = (
+    "reader", "_slots", "route", "cache", "_one", "stats", "io", "transport", "_backlog",
+    "_out", "db", "proto", "authenticated", "multi", "capture", "_closing", "_closed",
+    "_paused", "_write_paused", "_blocked", "_batched", "last_active")
+
+
+class PythonCore:
+    """The Python twin of proxy._native.ClientCore: a connection's read and write.
+
+    ClientCore does the same in C and, for a read of one command that
+    proxy._native.Forwarder.one takes on a connection in its plain state, forwards it
+    itself (a Single) where this passes every read to `_commands_read`: the C path is
+    only there when the C part is, and does what dispatch would (tests/test_native_forward.py).
+    """
+
+    __slots__ = CORE_FIELDS
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """`nbytes` of the client's stream were read into get_buffer()'s buffer."""
+        if self._closing:
+            return
+        self.last_active = _monotonic()
+        self.io.received += nbytes
+        self._commands_read(self.reader.feed(nbytes))
+
+    def flush(self) -> None:
+        """Write the replies that are there, in order."""
+        self._flush()
+
+
+Core = native.ClientCore if native is not None else PythonCore
+if native is not None and native.CLIENT_MAX_INFLIGHT != MAX_INFLIGHT:
+    raise ImportError("proxy._native is out of date (CLIENT_MAX_INFLIGHT); reinstall it")
+
+
+class ClientConnection(Core, asyncio.BufferedProtocol):
+    """One client's connection: reads its commands, runs them, writes replies in order.
+
+    The read and write of the common case are Core's (proxy._native.ClientCore, or
+    PythonCore); the rest is here.  Core holds the attributes those two use.
+    """
+
     # Declared: a connection has more attributes than CPython 3.11 shares dict keys for
     # (30), and without sharing every `self.x` on the hot path is a hash lookup.
     __slots__ = (
-        "server", "listener", "listener_port", "password", "rejected", "cache", "io",
-        "stats", "route", "transport", "reader", "get_buffer", "_slots", "_out", "_backlog",
-        "_blocked", "_closing", "_closed", "_paused", "_write_paused", "id", "lib_name", "lib_ver",
-        "created", "last_active", "last_command", "peer", "local", "fd",
+        "server", "listener", "listener_port", "password", "rejected", "get_buffer", "id",
+        "lib_name", "lib_ver", "created", "last_command", "peer", "local", "fd",
         # connection state (reset_state) and what command handlers keep on it
-        "db", "proto", "name", "authenticated", "multi", "capture", "watch", "wait_epoch",
-        "auth_failure_logged", "batch", "_batched", "_one", "__weakref__")
+        "name", "watch", "wait_epoch", "auth_failure_logged", "batch", "__weakref__")
 
     def __init__(self, server, listener, cache):
         self.server = server
@@ -321,38 +361,9 @@ class ClientConnection(asyncio.BufferedProtocol):
         """Bytes read elsewhere (bench.inprocess): handled as if the loop had read them."""
         feed_as_reads(self, data)
 
-    def buffer_updated(self, nbytes: int) -> None:
-        """`nbytes` of the client's stream were read into get_buffer()'s buffer."""
-        if self._closing:
-            return
-        self.last_active = _monotonic()
-        self.io.received += nbytes
+    def _commands_read(self, commands: list) -> None:
+        """The commands of a read that Core.buffer_updated did not forward itself."""
         reader = self.reader
-        commands = reader.feed(nbytes)
-        one = self._one
-        if (one is not None and len(commands) == 1 and reader.error is None
-                and not self._blocked and not self._backlog and self.authenticated
-                and self.multi is None and self.capture is None):
-            # Pipeline depth 1 is mostly this: one command simple enough for C
-            # (proxy._native.Forwarder.one: hashed, sealed and packed as `forward` would),
-            # None when it is not and dispatch takes it below.
-            slot = one(commands[0], self.db, self.proto, self, self.cache)  # a Single
-            if slot is not None:
-                stats = self.stats
-                if stats is not None:  # as _dispatch: from the read to the reply
-                    slot.t0 = perf_counter()
-                    name = commands[0][0]
-                    slot.stat = stats.entries.get(name) or stats.resolve(name)
-                slots = self._slots
-                slots.append(slot)
-                self.route.submit_one(slot.request, slot)  # sent at the end of the iteration
-                # Nothing to write unless the route failed it at once (Redis unavailable).
-                if slot.data is not None:
-                    self.flush()
-                if (self._paused or self._write_paused
-                        or len(slots) + self._batched > MAX_INFLIGHT):
-                    self._update_reading()
-                return
         if self._blocked or self._backlog:
             self._backlog.extend(commands)
             self._run_backlog()
@@ -580,7 +591,8 @@ class ClientConnection(asyncio.BufferedProtocol):
                 break
             self._dispatch(args)
 
-    def flush(self) -> None:
+    def _flush(self) -> None:
+        """Write the replies that are there, in order (Core.flush's general case)."""
         if self._closed:
             return
         out = self._out
