@@ -49,6 +49,41 @@
 #define TAG_BYTES 16
 #define OVERHEAD (HEADER_BYTES + NONCE_BYTES + TAG_BYTES)
 
+/* collections.deque's append and popleft, looked up once at import: called with the
+ * deque as their first argument they skip a method lookup per call.  Anything that is
+ * not exactly a deque is called by name. */
+static PyTypeObject *deque_type;
+static PyObject *deque_append, *deque_popleft, *s_append, *s_popleft;
+
+static int load_deque(void) {
+    PyObject *collections = PyImport_ImportModule("collections");
+    if (!collections) return -1;
+    deque_type = (PyTypeObject *)PyObject_GetAttrString(collections, "deque");
+    Py_DECREF(collections);
+    if (!deque_type) return -1;
+    if (!(s_append = PyUnicode_InternFromString("append")) ||
+        !(s_popleft = PyUnicode_InternFromString("popleft")) ||
+        !(deque_append = PyObject_GetAttr((PyObject *)deque_type, s_append)) ||
+        !(deque_popleft = PyObject_GetAttr((PyObject *)deque_type, s_popleft)))
+        return -1;
+    return 0;
+}
+
+/* queue.append(item) */
+static PyObject *queue_append(PyObject *queue, PyObject *item) {
+    if (Py_IS_TYPE(queue, deque_type)) {
+        PyObject *args[2] = {queue, item};
+        return PyObject_Vectorcall(deque_append, args, 2, NULL);
+    }
+    return PyObject_CallMethodOneArg(queue, s_append, item);
+}
+
+/* queue.popleft() */
+static PyObject *queue_popleft(PyObject *queue) {
+    if (Py_IS_TYPE(queue, deque_type)) return PyObject_Vectorcall(deque_popleft, &queue, 1, NULL);
+    return PyObject_CallMethodNoArgs(queue, s_popleft);
+}
+
 static const char B64URL[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
@@ -1520,15 +1555,14 @@ static PyObject *ReplyReader_take(ReplyReaderObject *self, PyObject *const *args
  * whose reply is not one for C: the connection's Python loop takes that one. */
 static PyObject *ReplyReader_take_singles(ReplyReaderObject *self, PyObject *const *args,
                                           Py_ssize_t nargs) {
-    static PyObject *popleft_name = NULL, *finish_name = NULL;
+    static PyObject *finish_name = NULL;
     if (nargs != 2 || !PyList_Check(args[1])) {
         PyErr_SetString(PyExc_TypeError, "take_singles(waiters: deque, touched: list)");
         return NULL;
     }
-    if (!popleft_name) {
-        popleft_name = PyUnicode_InternFromString("popleft");
+    if (!finish_name) {
         finish_name = PyUnicode_InternFromString("finish");
-        if (!popleft_name || !finish_name) return NULL;
+        if (!finish_name) return NULL;
     }
     PyObject *waiters = args[0], *touched = args[1];
     Py_ssize_t taken = 0;
@@ -1555,7 +1589,7 @@ static PyObject *ReplyReader_take_singles(ReplyReaderObject *self, PyObject *con
         ReplyReader_consumed(self, pos);
         Py_XSETREF(single->data, part);
         taken++;
-        PyObject *popped = PyObject_CallMethodNoArgs(waiters, popleft_name);
+        PyObject *popped = queue_popleft(waiters);
         if (!popped) {
             Py_DECREF(head);
             return NULL;
@@ -1929,7 +1963,7 @@ static void ClientCore_dealloc(ClientCoreObject *self) {
 }
 
 /* The Python names the methods use, interned once (module init). */
-static PyObject *s_append, *s_popleft, *s_submit_one, *s_write, *s_feed, *s_error,
+static PyObject *s_submit_one, *s_write, *s_feed, *s_error,
     *s_commands_read, *s_flush, *s_update_reading, *s_entries, *s_get, *s_resolve,
     *s_received, *s_sent;
 
@@ -1979,6 +2013,119 @@ static int count_io(PyObject *io, PyObject *name, Py_ssize_t n) {
     return rc;
 }
 
+/* ------------------------------------------------------------------------------------
+ * UpstreamCore: queueing a packed command on an upstream connection, in C when the
+ * connection is ready (proxy.backends.redis.connection.UpstreamConnection derives from
+ * it; PythonUpstreamCore is the twin).  The fields are the connection's attributes that
+ * submit_one uses; Python code reads and sets them as before.
+ *
+ * submit_one(request, waiter): on a READY connection, queue the request and its waiter
+ *   and make sure the queue is written at the end of this event-loop iteration
+ *   (UpstreamConnection._write_queued); in any other state, call
+ *   UpstreamConnection._submit_one, which connects or fails the waiter.
+ */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *state, *waiters, *wbuf, *flush_scheduled, *last_progress, *loop;
+} UpstreamCoreObject;
+
+#define UPSTREAM_OBJECT_FIELDS(X) \
+    X(state) X(waiters) X(wbuf) X(flush_scheduled) X(last_progress) X(loop)
+
+static int UpstreamCore_traverse(UpstreamCoreObject *self, visitproc visit, void *arg) {
+#define UPSTREAM_VISIT(field) Py_VISIT(self->field);
+    UPSTREAM_OBJECT_FIELDS(UPSTREAM_VISIT)
+#undef UPSTREAM_VISIT
+    return 0;
+}
+
+static int UpstreamCore_clear(UpstreamCoreObject *self) {
+#define UPSTREAM_CLEAR(field) Py_CLEAR(self->field);
+    UPSTREAM_OBJECT_FIELDS(UPSTREAM_CLEAR)
+#undef UPSTREAM_CLEAR
+    return 0;
+}
+
+static void UpstreamCore_dealloc(UpstreamCoreObject *self) {
+    PyObject_GC_UnTrack(self);
+    UpstreamCore_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *s_ready, *s_submit_one_python, *s_call_soon, *s_write_queued;
+
+static PyObject *UpstreamCore_submit_one(UpstreamCoreObject *self, PyObject *const *args,
+                                         Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "submit_one(request, waiter)");
+        return NULL;
+    }
+    /* READY is the interned "ready" (connection.py); anything else, Python. */
+    if (self->state != s_ready || !self->waiters || !self->wbuf || !PyList_Check(self->wbuf) ||
+        !self->flush_scheduled || !self->loop)
+        return PyObject_VectorcallMethod(s_submit_one_python,
+                                         (PyObject *[]){(PyObject *)self, args[0], args[1]},
+                                         3, NULL);
+    Py_ssize_t waiting = PyObject_Size(self->waiters);
+    if (waiting < 0) return NULL;
+    if (waiting == 0) {
+        PyObject *now = PyFloat_FromDouble(monotonic_seconds());
+        if (!now) return NULL;
+        Py_XSETREF(self->last_progress, now);
+    }
+    if (PyList_Append(self->wbuf, args[0]) < 0) return NULL;
+    PyObject *done = queue_append(self->waiters, args[1]);
+    if (!done) return NULL;
+    Py_DECREF(done);
+    int scheduled = truth(self->flush_scheduled);
+    if (scheduled < 0) return NULL;
+    if (!scheduled) {
+        Py_XSETREF(self->flush_scheduled, Py_NewRef(Py_True));
+        PyObject *write = PyObject_GetAttr((PyObject *)self, s_write_queued);
+        if (!write) return NULL;
+        done = PyObject_CallMethodOneArg(self->loop, s_call_soon, write);
+        Py_DECREF(write);
+        if (!done) return NULL;
+        Py_DECREF(done);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef UpstreamCore_methods[] = {
+    {"submit_one", (PyCFunction)(void (*)(void))UpstreamCore_submit_one, METH_FASTCALL,
+     "submit_one(request, waiter): queue one packed command, sent at the end of this "
+     "loop iteration"},
+    {NULL, NULL, 0, NULL},
+};
+
+#define UPSTREAM_MEMBER(name, field) \
+    {name, T_OBJECT_EX, offsetof(UpstreamCoreObject, field), 0, NULL},
+
+static PyMemberDef UpstreamCore_members[] = {
+    UPSTREAM_MEMBER("state", state)
+    UPSTREAM_MEMBER("_waiters", waiters)
+    UPSTREAM_MEMBER("_wbuf", wbuf)
+    UPSTREAM_MEMBER("_flush_scheduled", flush_scheduled)
+    UPSTREAM_MEMBER("_last_progress", last_progress)
+    UPSTREAM_MEMBER("loop", loop)
+    {NULL},
+};
+
+static PyTypeObject UpstreamCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "proxy._native.UpstreamCore",
+    .tp_basicsize = sizeof(UpstreamCoreObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "An upstream connection's submit_one for a ready connection (see proxy/_native.c).",
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)UpstreamCore_dealloc,
+    .tp_traverse = (traverseproc)UpstreamCore_traverse,
+    .tp_clear = (inquiry)UpstreamCore_clear,
+    .tp_methods = UpstreamCore_methods,
+    .tp_members = UpstreamCore_members,
+};
+
 static PyObject *call_self(ClientCoreObject *self, PyObject *name) {
     return PyObject_CallMethodNoArgs((PyObject *)self, name);
 }
@@ -2026,12 +2173,16 @@ static int client_submit(ClientCoreObject *self, PyObject *slot, PyObject *comma
         }
         Py_XSETREF(single->stat, entry);
     }
-    PyObject *done = PyObject_CallMethodOneArg(self->slots, s_append, slot);
+    PyObject *done = queue_append(self->slots, slot);
     if (!done) return -1;
     Py_DECREF(done);
     /* sent at the end of the loop iteration */
     PyObject *args[3] = {self->route, single->request, slot};
-    done = PyObject_VectorcallMethod(s_submit_one, args, 3, NULL);
+    /* UpstreamConnection's is UpstreamCore's (tests/test_client_core.py checks that no
+     * subclass overrides it): called directly, without a lookup. */
+    done = PyObject_TypeCheck(self->route, &UpstreamCoreType)
+               ? UpstreamCore_submit_one((UpstreamCoreObject *)self->route, args + 1, 2)
+               : PyObject_VectorcallMethod(s_submit_one, args, 3, NULL);
     if (!done) return -1;
     Py_DECREF(done);
     /* Nothing to write unless the route failed it at once (Redis unavailable). */
@@ -2168,7 +2319,7 @@ static PyObject *ClientCore_flush(ClientCoreObject *self, PyObject *unused) {
             PyErr_SetString(PyExc_TypeError, "a reply's data must be bytes");
             goto fail;
         }
-        PyObject *popped = PyObject_CallMethodNoArgs(self->slots, s_popleft);
+        PyObject *popped = queue_popleft(self->slots);
         if (!popped) {
             Py_DECREF(head);
             goto fail;
@@ -2278,8 +2429,6 @@ static PyTypeObject ClientCoreType = {
 
 static int intern_client_names(void) {
 #define INTERN(var, text) if (!(var = PyUnicode_InternFromString(text))) return -1;
-    INTERN(s_append, "append")
-    INTERN(s_popleft, "popleft")
     INTERN(s_submit_one, "submit_one")
     INTERN(s_write, "write")
     INTERN(s_feed, "feed")
@@ -2292,6 +2441,10 @@ static int intern_client_names(void) {
     INTERN(s_resolve, "resolve")
     INTERN(s_received, "received")
     INTERN(s_sent, "sent")
+    INTERN(s_ready, "ready")
+    INTERN(s_submit_one_python, "_submit_one")
+    INTERN(s_call_soon, "call_soon")
+    INTERN(s_write_queued, "_write_queued")
 #undef INTERN
     return 0;
 }
@@ -2315,7 +2468,8 @@ PyMODINIT_FUNC PyInit__native(void) {
         PyType_Ready(&ParserType) < 0 || PyType_Ready(&ReplyReaderType) < 0 ||
         PyType_Ready(&ForwarderType) < 0 || PyType_Ready(&SingleType) < 0 ||
         PyType_Ready(&IOStatsType) < 0 || PyType_Ready(&ClientCoreType) < 0 ||
-        intern_client_names() < 0)
+        PyType_Ready(&UpstreamCoreType) < 0 ||
+        intern_client_names() < 0 || load_deque() < 0)
         return NULL;
     if (pthread_atfork(NULL, NULL, nonce_pool_forget) != 0) {
         PyErr_SetString(PyExc_RuntimeError, "could not register the nonce pool's fork hook");
@@ -2331,6 +2485,7 @@ PyMODINIT_FUNC PyInit__native(void) {
     Py_INCREF(&SingleType);
     Py_INCREF(&IOStatsType);
     Py_INCREF(&ClientCoreType);
+    Py_INCREF(&UpstreamCoreType);
     if (PyModule_AddObject(m, "Hasher", (PyObject *)&HasherType) < 0 ||
         PyModule_AddObject(m, "Gcm", (PyObject *)&GcmType) < 0 ||
         PyModule_AddObject(m, "RequestParser", (PyObject *)&ParserType) < 0 ||
@@ -2339,6 +2494,7 @@ PyMODINIT_FUNC PyInit__native(void) {
         PyModule_AddObject(m, "Single", (PyObject *)&SingleType) < 0 ||
         PyModule_AddObject(m, "IOStats", (PyObject *)&IOStatsType) < 0 ||
         PyModule_AddObject(m, "ClientCore", (PyObject *)&ClientCoreType) < 0 ||
+        PyModule_AddObject(m, "UpstreamCore", (PyObject *)&UpstreamCoreType) < 0 ||
         PyModule_AddIntConstant(m, "CLIENT_MAX_INFLIGHT", CLIENT_MAX_INFLIGHT) < 0 ||
         PyModule_AddIntConstant(m, "KIND_PYTHON", KIND_PYTHON) < 0 ||
         PyModule_AddIntConstant(m, "KIND_VALUE", KIND_VALUE) < 0 ||

@@ -137,3 +137,59 @@ def test_every_read_and_write_is_counted_exactly(proxy):
     # INFO's request is counted before it answers; its reply after.
     assert received1 - received0 == sent_requests + info_request
     assert sent1 - sent0 == len(info0) + received_replies
+
+
+def test_the_upstream_core_queues_in_c_only_when_ready_and_no_route_overrides_it():
+    """UpstreamCore.submit_one queues a READY connection's command itself (ClientCore
+    calls it directly, so no subclass may replace it) and hands every other state to
+    UpstreamConnection._submit_one, which connects or fails the waiter."""
+    import asyncio
+    import importlib
+    import sys
+
+    from proxy.backends.redis import connection as conn
+
+    assert conn.READY is sys.intern("ready")  # what the C part compares the state with
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    for module in ("proxy.backends.redis.cluster", "proxy.backends.redis.topology"):
+        importlib.import_module(module)  # every route class is defined
+    for sub in subclasses(conn.UpstreamCore):
+        assert sub.submit_one is conn.UpstreamCore.submit_one, sub
+
+    class Waiter:
+        client = None
+        failed = None
+
+        def complete(self, reply):
+            raise AssertionError("no reply expected")
+
+        def fail(self, error_reply):
+            self.failed = error_reply
+
+    loop = asyncio.new_event_loop()
+    try:
+        settings = conn.UpstreamSettings("127.0.0.1", 1, username=None, password=None, db=0,
+                                         connect_timeout=1, command_timeout=5, label="t")
+        upstream = conn.UpstreamConnection(settings, loop)
+        upstream.state = conn.READY
+        first, second = Waiter(), Waiter()
+        upstream.submit_one(b"*1\r\n$4\r\nPING\r\n", first)
+        upstream.submit_one(b"*1\r\n$4\r\nECHO\r\n", second)
+        assert upstream._wbuf == [b"*1\r\n$4\r\nPING\r\n", b"*1\r\n$4\r\nECHO\r\n"]
+        assert list(upstream._waiters) == [first, second]
+        assert upstream._flush_scheduled is True
+        assert len(loop._ready) == 1  # one write for the loop iteration, not one each
+        # Not ready and not allowed to connect yet (backoff): the waiter fails at once.
+        upstream.state = conn.DOWN
+        upstream._retry_at = float("inf")
+        third = Waiter()
+        upstream.submit_one(b"*1\r\n$4\r\nPING\r\n", third)
+        assert third.failed is not None and third.failed.startswith(b"-")
+        assert list(upstream._waiters) == [first, second]
+    finally:
+        loop.close()

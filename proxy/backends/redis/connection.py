@@ -159,7 +159,23 @@ class UpstreamFailure(UpstreamError):
     """A multi-step operation could not finish; str() is a safe one-line message."""
 
 
-class UpstreamConnection(asyncio.BufferedProtocol):
+class PythonUpstreamCore:
+    """The Python twin of proxy._native.UpstreamCore, which queues a command on a READY
+    connection in C (its fields are UpstreamConnection's state, _waiters, _wbuf,
+    _flush_scheduled, _last_progress and loop) and calls _submit_one otherwise."""
+
+    __slots__ = ()
+
+    def submit_one(self, request: bytes, waiter: Waiter) -> None:
+        """Queue one command already packed; sent at the end of this loop iteration."""
+        self._submit_one(request, waiter)
+
+
+UpstreamCore = (speedups.native.UpstreamCore if speedups.native is not None
+                else PythonUpstreamCore)
+
+
+class UpstreamConnection(UpstreamCore, asyncio.BufferedProtocol):
     """A self-healing pipelined Redis connection; also the Route of its clients.
 
     Replies are read into the thread's read buffer (proxy.resp.reader.read_buffer, a C
@@ -205,9 +221,10 @@ class UpstreamConnection(asyncio.BufferedProtocol):
     def submit(self, args: list[bytes], waiter: Waiter, command=None) -> None:
         self.submit_one(pack_request(args), waiter)
 
-    def submit_one(self, request: bytes, waiter: Waiter) -> None:
+    def _submit_one(self, request: bytes, waiter: Waiter) -> None:
         """Queue one command already packed; it is sent at the end of this event-loop
-        iteration (see flush), without the caller having to call flush()."""
+        iteration (see flush), without the caller having to call flush().  This is
+        UpstreamCore.submit_one's general case (C does the READY one itself)."""
         state = self.state
         if state is DOWN and not self._start_connect():
             waiter.fail(self._unavailable_reply())
