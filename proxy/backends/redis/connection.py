@@ -268,9 +268,11 @@ class UpstreamConnection(UpstreamCore, asyncio.BufferedProtocol):
     def _write_queued(self) -> None:
         self._flush_scheduled = False
         if self._wbuf and self.state is READY:
-            data = b"".join(self._wbuf)
-            self._wbuf.clear()
-            self.transport.write(data)
+            # writelines: large values are not copied into one bytes object first
+            # (uvloop writes the list with one writev; the SSL transport joins it).
+            wbuf = self._wbuf
+            self._wbuf = []
+            self.transport.writelines(wbuf)
 
     async def call(self, args: list[bytes]) -> Reply:
         future = self.loop.create_future()
