@@ -23,15 +23,19 @@ from tests.servers import RawClient, encode_command, free_port
 
 ENC = "3c" * 32
 HASH = "4d" * 32
+PASSWORD = "client-core-pw-5m1"
 
 
 @pytest.fixture(scope="module")
 def proxy(redis_server):
-    port = free_port()
+    port, guarded = free_port(), free_port()
     config = f"""\
 listeners:
   - address: 127.0.0.1:{port}
     cache: app
+  - address: 127.0.0.1:{guarded}
+    cache: app
+    password: "{PASSWORD}"
 caches:
   - name: app
     type: redis
@@ -46,7 +50,8 @@ caches:
       keys:
         current: "{HASH}"
 """
-    started = start_proxy_listeners(config, [port])
+    started = start_proxy_listeners(config, [port, guarded])
+    started.guarded_port = guarded
     yield started
     assert started.stop() == 0, started.log()
     assert "Traceback" not in started.log(), started.log()
@@ -193,3 +198,31 @@ def test_the_upstream_core_queues_in_c_only_when_ready_and_no_route_overrides_it
         assert list(upstream._waiters) == [first, second]
     finally:
         loop.close()
+
+
+def _redis_gets(redis_server) -> int:
+    client = redis_server.client()
+    try:
+        return client.info("commandstats").get("cmdstat_get", {}).get("calls", 0)
+    finally:
+        client.close()
+
+
+def test_a_read_of_one_command_is_not_forwarded_before_auth_or_inside_multi(
+        proxy, redis_server):
+    """The states in which the C path must leave a lone GET to Python: a client that has
+    not authenticated gets NOAUTH, and a GET inside MULTI is queued; Redis sees neither
+    until it should."""
+    before = _redis_gets(redis_server)
+    with RawClient(proxy.guarded_port) as raw:
+        assert raw.call("GET", "core:auth") == b"-NOAUTH Authentication required.\r\n"
+        assert _redis_gets(redis_server) == before
+        assert raw.call("AUTH", PASSWORD) == b"+OK\r\n"
+        assert raw.call("GET", "core:auth") == b"$-1\r\n"
+    assert _redis_gets(redis_server) == before + 1
+    with RawClient(proxy.port) as raw:
+        assert raw.call("MULTI") == b"+OK\r\n"
+        assert raw.call("GET", "core:multi") == b"+QUEUED\r\n"
+        assert _redis_gets(redis_server) == before + 1
+        assert raw.call("EXEC") == b"*1\r\n$-1\r\n"
+    assert _redis_gets(redis_server) == before + 2
