@@ -37,6 +37,9 @@ class _Transport:
     def write(self, data: bytes) -> None:
         self.out.append(data)
 
+    def writelines(self, parts) -> None:
+        self.out.extend(parts)
+
     def get_extra_info(self, name):
         return None
 
