@@ -49,6 +49,25 @@
 #define TAG_BYTES 16
 #define OVERHEAD (HEADER_BYTES + NONCE_BYTES + TAG_BYTES)
 
+/* A GC type's traverse, clear and dealloc from the list of its object fields (an X-macro
+ * such as SINGLE_OBJECT_FIELDS), so the three can never disagree about a field. */
+#define GC_VISIT_FIELD(field) Py_VISIT(self->field);
+#define GC_CLEAR_FIELD(field) Py_CLEAR(self->field);
+#define GC_FIELD_FUNCTIONS(prefix, Type, FIELDS)                                   \
+    static int prefix##_traverse(Type *self, visitproc visit, void *arg) {         \
+        FIELDS(GC_VISIT_FIELD)                                                     \
+        return 0;                                                                  \
+    }                                                                              \
+    static int prefix##_clear(Type *self) {                                        \
+        FIELDS(GC_CLEAR_FIELD)                                                     \
+        return 0;                                                                  \
+    }                                                                              \
+    static void prefix##_dealloc(Type *self) {                                     \
+        PyObject_GC_UnTrack(self);                                                 \
+        prefix##_clear(self);                                                      \
+        Py_TYPE(self)->tp_free((PyObject *)self);                                  \
+    }
+
 /* collections.deque's append and popleft, looked up once at import: called with the
  * deque as their first argument they skip a method lookup per call.  Anything that is
  * not exactly a deque is called by name. */
@@ -1364,29 +1383,11 @@ typedef struct {
     int kind;
 } SingleObject;
 
-/* Every object field, once: traverse and clear must never disagree. */
+/* Every object field, once (GC_FIELD_FUNCTIONS). */
 #define SINGLE_OBJECT_FIELDS(X) \
     X(client) X(request) X(ctx) X(decode) X(cache) X(gcm) X(data) X(stat) X(start) X(t0)
 
-static int Single_traverse(SingleObject *self, visitproc visit, void *arg) {
-#define SINGLE_VISIT(field) Py_VISIT(self->field);
-    SINGLE_OBJECT_FIELDS(SINGLE_VISIT)
-#undef SINGLE_VISIT
-    return 0;
-}
-
-static int Single_clear(SingleObject *self) {
-#define SINGLE_CLEAR(field) Py_CLEAR(self->field);
-    SINGLE_OBJECT_FIELDS(SINGLE_CLEAR)
-#undef SINGLE_CLEAR
-    return 0;
-}
-
-static void Single_dealloc(SingleObject *self) {
-    PyObject_GC_UnTrack(self);
-    Single_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
+GC_FIELD_FUNCTIONS(Single, SingleObject, SINGLE_OBJECT_FIELDS)
 
 static PyMemberDef Single_members[] = {
     {"client", T_OBJECT, offsetof(SingleObject, client), READONLY, NULL},
@@ -1942,25 +1943,7 @@ typedef struct {
     X(out) X(db) X(proto) X(authenticated) X(multi) X(capture) X(closing) X(closed) \
     X(paused) X(write_paused) X(blocked) X(batched) X(last_active)
 
-static int ClientCore_traverse(ClientCoreObject *self, visitproc visit, void *arg) {
-#define CLIENT_VISIT(field) Py_VISIT(self->field);
-    CLIENT_OBJECT_FIELDS(CLIENT_VISIT)
-#undef CLIENT_VISIT
-    return 0;
-}
-
-static int ClientCore_clear(ClientCoreObject *self) {
-#define CLIENT_CLEAR(field) Py_CLEAR(self->field);
-    CLIENT_OBJECT_FIELDS(CLIENT_CLEAR)
-#undef CLIENT_CLEAR
-    return 0;
-}
-
-static void ClientCore_dealloc(ClientCoreObject *self) {
-    PyObject_GC_UnTrack(self);
-    ClientCore_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
+GC_FIELD_FUNCTIONS(ClientCore, ClientCoreObject, CLIENT_OBJECT_FIELDS)
 
 /* The Python names the methods use, interned once (module init). */
 static PyObject *s_submit_one, *s_write, *s_feed, *s_error,
@@ -2033,25 +2016,7 @@ typedef struct {
 #define UPSTREAM_OBJECT_FIELDS(X) \
     X(state) X(waiters) X(wbuf) X(flush_scheduled) X(last_progress) X(loop)
 
-static int UpstreamCore_traverse(UpstreamCoreObject *self, visitproc visit, void *arg) {
-#define UPSTREAM_VISIT(field) Py_VISIT(self->field);
-    UPSTREAM_OBJECT_FIELDS(UPSTREAM_VISIT)
-#undef UPSTREAM_VISIT
-    return 0;
-}
-
-static int UpstreamCore_clear(UpstreamCoreObject *self) {
-#define UPSTREAM_CLEAR(field) Py_CLEAR(self->field);
-    UPSTREAM_OBJECT_FIELDS(UPSTREAM_CLEAR)
-#undef UPSTREAM_CLEAR
-    return 0;
-}
-
-static void UpstreamCore_dealloc(UpstreamCoreObject *self) {
-    PyObject_GC_UnTrack(self);
-    UpstreamCore_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
+GC_FIELD_FUNCTIONS(UpstreamCore, UpstreamCoreObject, UPSTREAM_OBJECT_FIELDS)
 
 static PyObject *s_ready, *s_submit_one_python, *s_call_soon, *s_write_queued;
 

@@ -20,6 +20,7 @@ from proxy.server import client as client_module
 from proxy.speedups import native
 from tests.proxyproc import start_proxy_listeners
 from tests.servers import RawClient, encode_command, free_port
+from tests.upstream import cache_yaml
 
 ENC = "3c" * 32
 HASH = "4d" * 32
@@ -36,20 +37,7 @@ listeners:
   - address: 127.0.0.1:{guarded}
     cache: app
     password: "{PASSWORD}"
-caches:
-  - name: app
-    type: redis
-    redis:
-      addresses: ["{redis_server.address}"]
-      disableTLS: true
-      poolSize: 1
-    encryption:
-      keys:
-        current: "{ENC}"
-    hashing:
-      keys:
-        current: "{HASH}"
-"""
+""" + cache_yaml(redis_server.address, redis_extra="      poolSize: 1\n", enc=ENC, hashing=HASH)
     started = start_proxy_listeners(config, [port, guarded])
     started.guarded_port = guarded
     yield started
