@@ -199,10 +199,10 @@ CORE_FIELDS = (
 class PythonCore:
     """The Python twin of proxy._native.ClientCore: a connection's read and write.
 
-    ClientCore does the same in C and, for a read of one command that
-    proxy._native.Forwarder.one takes on a connection in its plain state, forwards it
-    itself (a Single) where this passes every read to `_commands_read`: the C path is
-    only there when the C part is, and does what dispatch would (tests/test_native_forward.py).
+    This passes every read to `_commands_read`.  ClientCore does the same in C, except
+    for a read of one command that proxy._native.Forwarder.one takes on a connection in
+    its plain state: that one it forwards itself, as a Single.  That path exists only
+    with the C part and does what dispatch would (tests/test_native_forward.py).
     """
 
     __slots__ = CORE_FIELDS
