@@ -103,6 +103,20 @@ static PyObject *queue_popleft(PyObject *queue) {
     return PyObject_CallMethodNoArgs(queue, s_popleft);
 }
 
+/* 1 when `o` is true, 0 when false, -1 on an error (the common objects without a call). */
+static inline int truth(PyObject *o) {
+    if (o == Py_False || o == Py_None) return 0;
+    if (o == Py_True) return 1;
+    return PyObject_IsTrue(o);
+}
+
+/* time.monotonic() and time.perf_counter() on Linux: the same clock. */
+static double monotonic_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 static const char B64URL[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
@@ -1908,95 +1922,6 @@ static PyTypeObject IOStatsType = {
 };
 
 /* ------------------------------------------------------------------------------------
- * ClientCore: a client connection's read and write, in C for the common case.
- *
- * proxy.server.client.ClientConnection derives from it; client.PythonCore is its
- * Python twin and the reference.  The fields are attributes of the connection that
- * Python code reads and sets as before (members); they live here so that the two
- * methods can use them without a lookup.  Each method does what its twin does for the
- * case that is most requests at pipeline depth 1, and calls Python for anything else:
- *
- * buffer_updated(n): n bytes were read into the thread's read buffer.  A read holding
- *   one command that Forwarder.one takes, on a connection in its plain state
- *   (authenticated, no MULTI being queued or recorded, no multi-step operation running,
- *   nothing backlogged), is forwarded here; every other read goes, parsed, to
- *   ClientConnection._commands_read(commands).
- * flush(): write the replies that are there, in order.  Replies of Singles are written
- *   here; anything else at the head of the queue, pending output, a connection that is
- *   closing or paused, goes to ClientConnection._flush(), which does it all.
- *
- * A state it does not recognise exactly (a field set to something other than what
- * PythonCore sets) sends the work to Python rather than guessing.
- */
-
-#define CLIENT_MAX_INFLIGHT (16 * 1024) /* proxy.server.client.MAX_INFLIGHT */
-
-typedef struct {
-    PyObject_HEAD
-    PyObject *reader, *slots, *route, *cache, *one, *stats, *io, *transport, *backlog, *out;
-    PyObject *db, *proto, *authenticated, *multi, *capture;
-    PyObject *closing, *closed, *paused, *write_paused, *blocked, *batched, *last_active;
-} ClientCoreObject;
-
-#define CLIENT_OBJECT_FIELDS(X) \
-    X(reader) X(slots) X(route) X(cache) X(one) X(stats) X(io) X(transport) X(backlog) \
-    X(out) X(db) X(proto) X(authenticated) X(multi) X(capture) X(closing) X(closed) \
-    X(paused) X(write_paused) X(blocked) X(batched) X(last_active)
-
-GC_FIELD_FUNCTIONS(ClientCore, ClientCoreObject, CLIENT_OBJECT_FIELDS)
-
-/* The Python names the methods use, interned once (module init). */
-static PyObject *s_submit_one, *s_write, *s_feed, *s_error,
-    *s_commands_read, *s_flush, *s_update_reading, *s_entries, *s_get, *s_resolve,
-    *s_received, *s_sent;
-
-/* 1 when `o` is true, 0 when false, -1 on an error (the common objects without a call). */
-static inline int truth(PyObject *o) {
-    if (o == Py_False || o == Py_None) return 0;
-    if (o == Py_True) return 1;
-    return PyObject_IsTrue(o);
-}
-
-/* A field read by the methods below: set in ClientConnection.__init__, never deleted. */
-static inline int client_has(ClientCoreObject *self) {
-    if (self->reader && self->slots && self->route && self->cache && self->one &&
-        self->stats && self->io && self->transport && self->backlog && self->out &&
-        self->db && self->proto && self->authenticated && self->multi && self->capture &&
-        self->closing && self->closed && self->paused && self->write_paused &&
-        self->blocked && self->batched)
-        return 1;
-    PyErr_SetString(PyExc_AttributeError,
-                    "ClientCore: a connection field is unset (ClientConnection.__init__ sets them)");
-    return 0;
-}
-
-/* time.monotonic() and time.perf_counter() on Linux: the same clock. */
-static double monotonic_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-/* io.<name> += n */
-static int count_io(PyObject *io, PyObject *name, Py_ssize_t n) {
-    if (Py_IS_TYPE(io, &IOStatsType)) {
-        if (name == s_received) ((IOStatsObject *)io)->received += n;
-        else ((IOStatsObject *)io)->sent += n;
-        return 0;
-    }
-    PyObject *old = PyObject_GetAttr(io, name);
-    if (!old) return -1;
-    PyObject *add = PyLong_FromSsize_t(n);
-    PyObject *sum = add ? PyNumber_Add(old, add) : NULL;
-    Py_DECREF(old);
-    Py_XDECREF(add);
-    if (!sum) return -1;
-    int rc = PyObject_SetAttr(io, name, sum);
-    Py_DECREF(sum);
-    return rc;
-}
-
-/* ------------------------------------------------------------------------------------
  * UpstreamCore: queueing a packed command on an upstream connection, in C when the
  * connection is ready (proxy.backends.redis.connection.UpstreamConnection derives from
  * it; PythonUpstreamCore is the twin).  The fields are the connection's attributes that
@@ -2064,8 +1989,9 @@ static PyMethodDef UpstreamCore_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-#define UPSTREAM_MEMBER(name, field) \
-    {name, T_OBJECT_EX, offsetof(UpstreamCoreObject, field), 0, NULL},
+/* An object field as a Python attribute (AttributeError while unset, as a slot). */
+#define OBJECT_MEMBER(Type, name, field) {name, T_OBJECT_EX, offsetof(Type, field), 0, NULL},
+#define UPSTREAM_MEMBER(name, field) OBJECT_MEMBER(UpstreamCoreObject, name, field)
 
 static PyMemberDef UpstreamCore_members[] = {
     UPSTREAM_MEMBER("state", state)
@@ -2090,6 +2016,81 @@ static PyTypeObject UpstreamCoreType = {
     .tp_methods = UpstreamCore_methods,
     .tp_members = UpstreamCore_members,
 };
+
+/* ------------------------------------------------------------------------------------
+ * ClientCore: a client connection's read and write, in C for the common case.
+ *
+ * proxy.server.client.ClientConnection derives from it; client.PythonCore is its
+ * Python twin and the reference.  The fields are attributes of the connection that
+ * Python code reads and sets as before (members); they live here so that the two
+ * methods can use them without a lookup.  Each method does what its twin does for the
+ * case that is most requests at pipeline depth 1, and calls Python for anything else:
+ *
+ * buffer_updated(n): n bytes were read into the thread's read buffer.  A read holding
+ *   one command that Forwarder.one takes, on a connection in its plain state
+ *   (authenticated, no MULTI being queued or recorded, no multi-step operation running,
+ *   nothing backlogged), is forwarded here; every other read goes, parsed, to
+ *   ClientConnection._commands_read(commands).
+ * flush(): write the replies that are there, in order.  Replies of Singles are written
+ *   here; anything else at the head of the queue, pending output, a connection that is
+ *   closing or paused, goes to ClientConnection._flush(), which does it all.
+ *
+ * A state it does not recognise exactly (a field set to something other than what
+ * PythonCore sets) sends the work to Python rather than guessing.
+ */
+
+#define CLIENT_MAX_INFLIGHT (16 * 1024) /* proxy.server.client.MAX_INFLIGHT */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *reader, *slots, *route, *cache, *one, *stats, *io, *transport, *backlog, *out;
+    PyObject *db, *proto, *authenticated, *multi, *capture;
+    PyObject *closing, *closed, *paused, *write_paused, *blocked, *batched, *last_active;
+} ClientCoreObject;
+
+#define CLIENT_OBJECT_FIELDS(X) \
+    X(reader) X(slots) X(route) X(cache) X(one) X(stats) X(io) X(transport) X(backlog) \
+    X(out) X(db) X(proto) X(authenticated) X(multi) X(capture) X(closing) X(closed) \
+    X(paused) X(write_paused) X(blocked) X(batched) X(last_active)
+
+GC_FIELD_FUNCTIONS(ClientCore, ClientCoreObject, CLIENT_OBJECT_FIELDS)
+
+/* The Python names the methods use, interned once (module init). */
+static PyObject *s_submit_one, *s_write, *s_feed, *s_error,
+    *s_commands_read, *s_flush, *s_update_reading, *s_entries, *s_get, *s_resolve,
+    *s_received, *s_sent;
+
+/* A field read by the methods below: set in ClientConnection.__init__, never deleted. */
+static inline int client_has(ClientCoreObject *self) {
+    if (self->reader && self->slots && self->route && self->cache && self->one &&
+        self->stats && self->io && self->transport && self->backlog && self->out &&
+        self->db && self->proto && self->authenticated && self->multi && self->capture &&
+        self->closing && self->closed && self->paused && self->write_paused &&
+        self->blocked && self->batched)
+        return 1;
+    PyErr_SetString(PyExc_AttributeError,
+                    "ClientCore: a connection field is unset (ClientConnection.__init__ sets them)");
+    return 0;
+}
+
+/* io.<name> += n */
+static int count_io(PyObject *io, PyObject *name, Py_ssize_t n) {
+    if (Py_IS_TYPE(io, &IOStatsType)) {
+        if (name == s_received) ((IOStatsObject *)io)->received += n;
+        else ((IOStatsObject *)io)->sent += n;
+        return 0;
+    }
+    PyObject *old = PyObject_GetAttr(io, name);
+    if (!old) return -1;
+    PyObject *add = PyLong_FromSsize_t(n);
+    PyObject *sum = add ? PyNumber_Add(old, add) : NULL;
+    Py_DECREF(old);
+    Py_XDECREF(add);
+    if (!sum) return -1;
+    int rc = PyObject_SetAttr(io, name, sum);
+    Py_DECREF(sum);
+    return rc;
+}
 
 static PyObject *call_self(ClientCoreObject *self, PyObject *name) {
     return PyObject_CallMethodNoArgs((PyObject *)self, name);
@@ -2349,8 +2350,8 @@ static PyMethodDef ClientCore_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-#define CLIENT_MEMBER(name, field) \
-    {name, T_OBJECT_EX, offsetof(ClientCoreObject, field), 0, NULL},
+
+#define CLIENT_MEMBER(name, field) OBJECT_MEMBER(ClientCoreObject, name, field)
 
 static PyMemberDef ClientCore_members[] = {
     CLIENT_MEMBER("reader", reader)
