@@ -1180,6 +1180,7 @@ static int ReplyReader_init(ReplyReaderObject *self, PyObject *args, PyObject *k
 static PyObject *ReplyReader_feed_bytes(ReplyReaderObject *self, const char *data,
                                         Py_ssize_t size, PyObject *const *args,
                                         Py_ssize_t nargs);
+static int reader_append(ReplyReaderObject *self, const char *data, Py_ssize_t n);
 
 /* feed(data, offset=0, length=None): data is bytes or any buffer (the read buffer's
  * memoryview), as hiredis.Reader.feed takes. */
@@ -1207,6 +1208,12 @@ static PyObject *ReplyReader_feed_bytes(ReplyReaderObject *self, const char *dat
         PyErr_SetString(PyExc_ValueError, "offset and length must lie within data");
         return NULL;
     }
+    if (reader_append(self, data + offset, n) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* Append data[:n] to what the reader has not yet returned. */
+static int reader_append(ReplyReaderObject *self, const char *data, Py_ssize_t n) {
     if (self->pos == self->len) self->pos = self->len = 0;
     if (self->len + n > self->cap && self->pos > 0) { /* move the unread rest to the front */
         memmove(self->buf, self->buf + self->pos, (size_t)(self->len - self->pos));
@@ -1217,13 +1224,16 @@ static PyObject *ReplyReader_feed_bytes(ReplyReaderObject *self, const char *dat
         Py_ssize_t cap = self->cap ? self->cap : 16384;
         while (cap < self->len + n) cap *= 2;
         char *grown = PyMem_Realloc(self->buf, (size_t)cap);
-        if (!grown) return PyErr_NoMemory();
+        if (!grown) {
+            PyErr_NoMemory();
+            return -1;
+        }
         self->buf = grown;
         self->cap = cap;
     }
-    if (n > 0) memcpy(self->buf + self->len, data + offset, (size_t)n);
+    if (n > 0) memcpy(self->buf + self->len, data, (size_t)n);
     self->len += n;
-    Py_RETURN_NONE;
+    return 0;
 }
 
 /* The CR of the first CRLF in b[from:len], or -1 (as hiredis, a lone CR is text). */
@@ -1568,25 +1578,19 @@ static PyObject *ReplyReader_take(ReplyReaderObject *self, PyObject *const *args
  * entry, `stat.finish(t0, data)`), pop it, and append its client to `touched` unless it
  * is already the last one there.  Stops at the first waiter that is not a Single or
  * whose reply is not one for C: the connection's Python loop takes that one. */
-static PyObject *ReplyReader_take_singles(ReplyReaderObject *self, PyObject *const *args,
-                                          Py_ssize_t nargs) {
+static Py_ssize_t take_singles(ReplyReaderObject *self, PyObject *waiters, PyObject *touched) {
     static PyObject *finish_name = NULL;
-    if (nargs != 2 || !PyList_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "take_singles(waiters: deque, touched: list)");
-        return NULL;
-    }
     if (!finish_name) {
         finish_name = PyUnicode_InternFromString("finish");
-        if (!finish_name) return NULL;
+        if (!finish_name) return -1;
     }
-    PyObject *waiters = args[0], *touched = args[1];
     Py_ssize_t taken = 0;
     for (;;) {
         Py_ssize_t left = PyObject_Size(waiters);
-        if (left < 0) return NULL;
+        if (left < 0) return -1;
         if (left == 0) break;
         PyObject *head = PySequence_GetItem(waiters, 0);
-        if (!head) return NULL;
+        if (!head) return -1;
         if (!PyObject_TypeCheck(head, &SingleType)) {
             Py_DECREF(head);
             break;
@@ -1598,7 +1602,7 @@ static PyObject *ReplyReader_take_singles(ReplyReaderObject *self, PyObject *con
                                     single->db, &pos);
         if (!part) {
             Py_DECREF(head);
-            if (PyErr_Occurred()) return NULL;
+            if (PyErr_Occurred()) return -1;
             break;
         }
         ReplyReader_consumed(self, pos);
@@ -1607,7 +1611,7 @@ static PyObject *ReplyReader_take_singles(ReplyReaderObject *self, PyObject *con
         PyObject *popped = queue_popleft(waiters);
         if (!popped) {
             Py_DECREF(head);
-            return NULL;
+            return -1;
         }
         Py_DECREF(popped);
         Py_ssize_t n = PyList_GET_SIZE(touched);
@@ -1615,20 +1619,30 @@ static PyObject *ReplyReader_take_singles(ReplyReaderObject *self, PyObject *con
             (n == 0 || PyList_GET_ITEM(touched, n - 1) != single->client) &&
             PyList_Append(touched, single->client) < 0) {
             Py_DECREF(head);
-            return NULL;
+            return -1;
         }
         if (single->stat && single->stat != Py_None) {
             PyObject *done = PyObject_CallMethodObjArgs(
                 single->stat, finish_name, single->t0 ? single->t0 : Py_None, part, NULL);
             if (!done) {
                 Py_DECREF(head);
-                return NULL;
+                return -1;
             }
             Py_DECREF(done);
         }
         Py_DECREF(head);
     }
-    return PyLong_FromSsize_t(taken);
+    return taken;
+}
+
+static PyObject *ReplyReader_take_singles(ReplyReaderObject *self, PyObject *const *args,
+                                          Py_ssize_t nargs) {
+    if (nargs != 2 || !PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "take_singles(waiters: deque, touched: list)");
+        return NULL;
+    }
+    Py_ssize_t taken = take_singles(self, args[0], args[1]);
+    return taken < 0 ? NULL : PyLong_FromSsize_t(taken);
 }
 
 static PyObject *ReplyReader_buffered(ReplyReaderObject *self, PyObject *unused) {
@@ -1922,28 +1936,46 @@ static PyTypeObject IOStatsType = {
 };
 
 /* ------------------------------------------------------------------------------------
- * UpstreamCore: queueing a packed command on an upstream connection, in C when the
- * connection is ready (proxy.backends.redis.connection.UpstreamConnection derives from
- * it; PythonUpstreamCore is the twin).  The fields are the connection's attributes that
- * submit_one uses; Python code reads and sets them as before.
+ * UpstreamCore: an upstream connection's hot methods, in C for the common case
+ * (proxy.backends.redis.connection.UpstreamConnection derives from it;
+ * PythonUpstreamCore is the twin).  The fields are the connection's attributes that
+ * they use; Python code reads and sets them as before.
  *
  * submit_one(request, waiter): on a READY connection, queue the request and its waiter
  *   and make sure the queue is written at the end of this event-loop iteration
- *   (UpstreamConnection._write_queued); in any other state, call
- *   UpstreamConnection._submit_one, which connects or fails the waiter.
+ *   (_write_queued); in any other state, call UpstreamConnection._submit_one, which
+ *   connects or fails the waiter.
+ * _write_queued(): write what was queued, with one transport.writelines.
+ * get_buffer(sizehint): the thread's read buffer (read_buffer), which replies are read
+ *   into.
+ * buffer_updated(n): n bytes of replies were read into it.  Fed to the reader a slice
+ *   of FEED_BYTES at a time; the replies of the Singles at the head of the FIFO are
+ *   taken here (take_singles), and at the first reply that is not one of those (a
+ *   batch's, an error, anything for Python) the rest of the read goes to
+ *   UpstreamConnection._replies_read, which continues from where C stopped.  Then each
+ *   client whose replies were taken is flushed.
  */
+
+#define UPSTREAM_FEED_BYTES (16 * 1024) /* proxy.backends.redis.connection.FEED_BYTES */
 
 typedef struct {
     PyObject_HEAD
-    PyObject *state, *waiters, *wbuf, *flush_scheduled, *last_progress, *loop;
+    PyObject *state, *waiters, *wbuf, *flush_scheduled, *last_progress, *loop, *reader,
+        *transport;
 } UpstreamCoreObject;
 
 #define UPSTREAM_OBJECT_FIELDS(X) \
-    X(state) X(waiters) X(wbuf) X(flush_scheduled) X(last_progress) X(loop)
+    X(state) X(waiters) X(wbuf) X(flush_scheduled) X(last_progress) X(loop) X(reader) \
+    X(transport)
 
 GC_FIELD_FUNCTIONS(UpstreamCore, UpstreamCoreObject, UPSTREAM_OBJECT_FIELDS)
 
-static PyObject *s_ready, *s_submit_one_python, *s_call_soon, *s_write_queued;
+static PyObject *s_ready, *s_submit_one_python, *s_call_soon, *s_write_queued,
+    *s_writelines, *s_replies_read, *s_client_flush, *s_feed;
+
+/* client.flush(): ClientCore's directly (defined with it, below). */
+static PyObject *flush_client(PyObject *client);
+static PyTypeObject ClientCoreType;
 
 static PyObject *UpstreamCore_submit_one(UpstreamCoreObject *self, PyObject *const *args,
                                          Py_ssize_t nargs) {
@@ -1982,10 +2014,128 @@ static PyObject *UpstreamCore_submit_one(UpstreamCoreObject *self, PyObject *con
     Py_RETURN_NONE;
 }
 
+static PyObject *UpstreamCore_write_queued(UpstreamCoreObject *self, PyObject *unused) {
+    Py_XSETREF(self->flush_scheduled, Py_NewRef(Py_False));
+    if (!self->wbuf || !self->state || !self->transport) {
+        PyErr_SetString(PyExc_AttributeError,
+                        "UpstreamCore: _wbuf, state or transport is unset");
+        return NULL;
+    }
+    int queued = truth(self->wbuf);
+    if (queued <= 0 || self->state != s_ready) return queued < 0 ? NULL : Py_NewRef(Py_None);
+    /* writelines: large values are not copied into one bytes object first (uvloop
+     * writes the list with one writev; the SSL transport joins it). */
+    PyObject *fresh = PyList_New(0);
+    if (!fresh) return NULL;
+    PyObject *wbuf = self->wbuf;
+    self->wbuf = fresh;
+    PyObject *done = PyObject_CallMethodOneArg(self->transport, s_writelines, wbuf);
+    Py_DECREF(wbuf);
+    return done;
+}
+
+static PyObject *UpstreamCore_get_buffer(UpstreamCoreObject *self, PyObject *sizehint) {
+    return get_read_buffer();
+}
+
+/* After C took what it could of a read: flush the clients in `touched`, in order (a
+ * client twice, its replies interleaved with another's, is harmless: the second flush
+ * finds nothing left to write). */
+static PyObject *flush_touched(PyObject *touched) {
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(touched); i++) {
+        PyObject *done = flush_client(PyList_GET_ITEM(touched, i));
+        if (!done) return NULL;
+        Py_DECREF(done);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *UpstreamCore_buffer_updated(UpstreamCoreObject *self, PyObject *nbytes) {
+    Py_ssize_t n = PyLong_AsSsize_t(nbytes);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    if (!self->reader || !self->waiters) {
+        PyErr_SetString(PyExc_AttributeError, "UpstreamCore: _reader or _waiters is unset");
+        return NULL;
+    }
+    PyObject *view = get_read_buffer();
+    if (!view) return NULL;
+    if (n < 0 || n > READ_BUFFER_BYTES) {
+        Py_DECREF(view);
+        PyErr_SetString(PyExc_ValueError, "buffer_updated(n): n bytes of get_buffer's buffer");
+        return NULL;
+    }
+    PyObject *touched = PyList_New(0), *result = NULL;
+    if (!touched) goto done;
+    Py_ssize_t fed = n < UPSTREAM_FEED_BYTES ? n : UPSTREAM_FEED_BYTES;
+    int native = Py_IS_TYPE(self->reader, &ReplyReaderType) &&
+                 Py_IS_TYPE(self->waiters, deque_type);
+    if (native) {
+        if (reader_append((ReplyReaderObject *)self->reader, PyByteArray_AS_STRING(read_array),
+                          fed) < 0)
+            goto done;
+    } else {
+        PyObject *args[4] = {self->reader, view, PyLong_FromLong(0), PyLong_FromSsize_t(fed)};
+        PyObject *fed_ok = args[2] && args[3]
+                               ? PyObject_VectorcallMethod(s_feed, args, 4, NULL) : NULL;
+        Py_XDECREF(args[2]);
+        Py_XDECREF(args[3]);
+        if (!fed_ok) goto done;
+        Py_DECREF(fed_ok);
+    }
+    PyObject *now = PyFloat_FromDouble(monotonic_seconds());
+    if (!now) goto done;
+    Py_XSETREF(self->last_progress, now);
+    while (native) {
+        ReplyReaderObject *reader = (ReplyReaderObject *)self->reader;
+        Py_ssize_t left = PyObject_Size(self->waiters);
+        if (left < 0) goto done;
+        if (left > 0) {
+            PyObject *head = PySequence_GetItem(self->waiters, 0);
+            if (!head) goto done;
+            int single = PyObject_TypeCheck(head, &SingleType);
+            Py_DECREF(head);
+            if (!single) break; /* a batch's reply, a multi-step operation's: Python */
+            Py_ssize_t taken = take_singles(reader, self->waiters, touched);
+            if (taken < 0) goto done;
+            if (taken > 0) continue;
+        }
+        /* No Single's reply is next, whole: an incomplete one waits for more bytes;
+         * anything else (an error reply, a reply nobody waits for) is for Python. */
+        if (reader->pos < reader->len) {
+            Py_ssize_t end;
+            const char *why = NULL;
+            if (scan_reply(reader->buf, reader->len, reader->pos, &end, &why) != 0) break;
+        }
+        if (fed == n) { /* all of the read taken */
+            result = flush_touched(touched);
+            goto done;
+        }
+        Py_ssize_t step = n - fed < UPSTREAM_FEED_BYTES ? n - fed : UPSTREAM_FEED_BYTES;
+        if (reader_append(reader, PyByteArray_AS_STRING(read_array) + fed, step) < 0)
+            goto done;
+        fed += step;
+    }
+    {
+        PyObject *args[5] = {(PyObject *)self, view, PyLong_FromSsize_t(fed), nbytes, touched};
+        if (args[2]) result = PyObject_VectorcallMethod(s_replies_read, args, 5, NULL);
+        Py_XDECREF(args[2]);
+    }
+done:
+    Py_XDECREF(touched);
+    Py_DECREF(view);
+    return result;
+}
+
 static PyMethodDef UpstreamCore_methods[] = {
     {"submit_one", (PyCFunction)(void (*)(void))UpstreamCore_submit_one, METH_FASTCALL,
      "submit_one(request, waiter): queue one packed command, sent at the end of this "
      "loop iteration"},
+    {"_write_queued", (PyCFunction)UpstreamCore_write_queued, METH_NOARGS,
+     "_write_queued(): write what submit_one queued"},
+    {"get_buffer", (PyCFunction)UpstreamCore_get_buffer, METH_O,
+     "get_buffer(sizehint) -> the thread's read buffer, which replies are read into"},
+    {"buffer_updated", (PyCFunction)UpstreamCore_buffer_updated, METH_O,
+     "buffer_updated(nbytes): nbytes of replies were read into the read buffer"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2000,6 +2150,8 @@ static PyMemberDef UpstreamCore_members[] = {
     UPSTREAM_MEMBER("_flush_scheduled", flush_scheduled)
     UPSTREAM_MEMBER("_last_progress", last_progress)
     UPSTREAM_MEMBER("loop", loop)
+    UPSTREAM_MEMBER("_reader", reader)
+    UPSTREAM_MEMBER("transport", transport)
     {NULL},
 };
 
@@ -2008,7 +2160,7 @@ static PyTypeObject UpstreamCoreType = {
     .tp_name = "proxy._native.UpstreamCore",
     .tp_basicsize = sizeof(UpstreamCoreObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "An upstream connection's submit_one for a ready connection (see proxy/_native.c).",
+    .tp_doc = "An upstream connection's hot methods for the common case (see proxy/_native.c).",
     .tp_new = PyType_GenericNew,
     .tp_dealloc = (destructor)UpstreamCore_dealloc,
     .tp_traverse = (traverseproc)UpstreamCore_traverse,
@@ -2056,7 +2208,7 @@ typedef struct {
 GC_FIELD_FUNCTIONS(ClientCore, ClientCoreObject, CLIENT_OBJECT_FIELDS)
 
 /* The Python names the methods use, interned once (module init). */
-static PyObject *s_submit_one, *s_write, *s_feed, *s_error,
+static PyObject *s_submit_one, *s_write, *s_error,
     *s_commands_read, *s_flush, *s_update_reading, *s_entries, *s_get, *s_resolve,
     *s_received, *s_sent;
 
@@ -2342,6 +2494,14 @@ fail:
     return NULL;
 }
 
+static PyObject *flush_client(PyObject *client) {
+    /* ClientConnection's flush is ClientCore's (tests/test_client_core.py checks that no
+     * subclass overrides it): called directly, without a lookup. */
+    if (PyObject_TypeCheck(client, &ClientCoreType))
+        return ClientCore_flush((ClientCoreObject *)client, NULL);
+    return PyObject_CallMethodNoArgs(client, s_client_flush);
+}
+
 static PyMethodDef ClientCore_methods[] = {
     {"buffer_updated", (PyCFunction)ClientCore_buffer_updated, METH_O,
      "buffer_updated(nbytes): nbytes of the client's stream were read into the read buffer"},
@@ -2411,6 +2571,9 @@ static int intern_client_names(void) {
     INTERN(s_submit_one_python, "_submit_one")
     INTERN(s_call_soon, "call_soon")
     INTERN(s_write_queued, "_write_queued")
+    INTERN(s_writelines, "writelines")
+    INTERN(s_replies_read, "_replies_read")
+    INTERN(s_client_flush, "flush")
 #undef INTERN
     return 0;
 }
@@ -2462,6 +2625,7 @@ PyMODINIT_FUNC PyInit__native(void) {
         PyModule_AddObject(m, "ClientCore", (PyObject *)&ClientCoreType) < 0 ||
         PyModule_AddObject(m, "UpstreamCore", (PyObject *)&UpstreamCoreType) < 0 ||
         PyModule_AddIntConstant(m, "CLIENT_MAX_INFLIGHT", CLIENT_MAX_INFLIGHT) < 0 ||
+        PyModule_AddIntConstant(m, "UPSTREAM_FEED_BYTES", UPSTREAM_FEED_BYTES) < 0 ||
         PyModule_AddIntConstant(m, "KIND_PYTHON", KIND_PYTHON) < 0 ||
         PyModule_AddIntConstant(m, "KIND_VALUE", KIND_VALUE) < 0 ||
         PyModule_AddIntConstant(m, "KIND_STATUS_OR_NIL", KIND_STATUS_OR_NIL) < 0 ||

@@ -135,7 +135,9 @@ def test_every_read_and_write_is_counted_exactly(proxy):
 def test_the_upstream_core_queues_in_c_only_when_ready_and_no_route_overrides_it():
     """UpstreamCore.submit_one queues a READY connection's command itself (ClientCore
     calls it directly, so no subclass may replace it) and hands every other state to
-    UpstreamConnection._submit_one, which connects or fails the waiter."""
+    UpstreamConnection._submit_one, which connects or fails the waiter.  No route class
+    replaces the core's read and write either, and no client class its flush (which
+    the upstream read calls directly)."""
     import asyncio
     import importlib
     import sys
@@ -144,15 +146,21 @@ def test_the_upstream_core_queues_in_c_only_when_ready_and_no_route_overrides_it
 
     assert conn.READY is sys.intern("ready")  # what the C part compares the state with
 
-    def subclasses(cls):
+    def subclasses(cls):  # the product's (tests make their own twins)
         for sub in cls.__subclasses__():
-            yield sub
+            if sub.__module__.startswith("proxy."):
+                yield sub
             yield from subclasses(sub)
 
     for module in ("proxy.backends.redis.cluster", "proxy.backends.redis.topology"):
         importlib.import_module(module)  # every route class is defined
     for sub in subclasses(conn.UpstreamCore):
-        assert sub.submit_one is conn.UpstreamCore.submit_one, sub
+        for method in ("submit_one", "buffer_updated", "get_buffer", "_write_queued"):
+            assert getattr(sub, method) is getattr(conn.UpstreamCore, method), (sub, method)
+    # The upstream read calls a ClientCore's flush directly, too.
+    assert client_module.ClientConnection.flush is client_module.Core.flush
+    for sub in subclasses(client_module.ClientConnection):
+        assert sub.flush is client_module.Core.flush, sub
 
     class Waiter:
         client = None

@@ -438,3 +438,81 @@ def test_take_singles_tells_metrics_each_reply():
     reader.feed(b"+OK\r\n$-1\r\n")
     assert reader.take_singles(waiters, []) == 2
     assert entry.finished == [(1.5, b"+OK\r\n"), (1.5, b"$-1\r\n")]
+
+
+# -- the upstream connection's read: UpstreamCore.buffer_updated against its twin ------
+
+class _FlushingClient(_Client):
+    """A client that records its flushes, by read (UpstreamConnection's flush call)."""
+
+    def __init__(self, cache, db, proto, flushes: list):
+        super().__init__(cache, db, proto)
+        self.flushes = flushes
+
+    def flush(self):
+        self.flushes[-1].append(self)
+
+
+def _connections():
+    """An UpstreamConnection on the C core, and one on PythonUpstreamCore (its twin)."""
+    from proxy.backends.redis import connection as conn
+
+    class PythonConnection(conn.PythonUpstreamCore, conn.UpstreamConnection):
+        pass
+
+    settings_ = conn.UpstreamSettings("127.0.0.1", 1, username=None, password=None, db=0,
+                                      connect_timeout=1, command_timeout=5, label="t")
+    return [conn.UpstreamConnection(settings_, None), PythonConnection(settings_, None)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data(), st.booleans(), st.sampled_from([2, 3]), st.integers(0, 15),
+       st.lists(st.integers(0, 120_000), max_size=5), st.integers(1, 3))
+def test_the_upstream_read_in_c_does_what_its_python_twin_does(data, encrypted, proto, db,
+                                                               cuts, clients):
+    """Reads of replies (cut anywhere, some larger than the 16 KiB the reader is fed at a
+    time) for a FIFO of Singles (C's) and Slots (Python's) of a few clients, through the
+    read buffer and buffer_updated: the C core takes the Singles' replies itself and
+    hands the rest of the read to _replies_read at the first reply it leaves.  Every
+    waiter must end with the bytes the Python twin gives it, and each read must flush
+    the same clients in the same order."""
+    import asyncio
+
+    cache = _cache(encrypted, data.draw(st.sampled_from(["miss", "error"])))
+    old_cache = _cache(encrypted, "miss", current=OLD)
+    n = data.draw(st.integers(1, 10))
+    spec = []
+    for _ in range(n):
+        ctx = cache.stored_key(db, data.draw(st.binary(min_size=1, max_size=12)))
+        big = data.draw(st.integers(0, 5)) == 0
+        reply = (_bulk(cache.seal(db, ctx, b"v" * data.draw(st.integers(16_000, 70_000))))
+                 if big else _reply_for(data.draw, cache, old_cache, ctx, db))
+        spec.append((data.draw(st.integers(0, clients - 1)), data.draw(st.booleans()),
+                     data.draw(st.sampled_from(DECODERS)), ctx, reply))
+    stream = b"".join(reply for *_, reply in spec)
+    loop = asyncio.new_event_loop()
+    try:
+        outcomes = []
+        for upstream in _connections():
+            upstream.loop = loop
+            flushes: list[list] = []
+            owners = [_FlushingClient(cache, db, proto, flushes) for _ in range(clients)]
+            waiters = [(_single(owners[who], ctx, decode) if single
+                        else Slot(owners[who], decode, ctx))
+                       for who, single, decode, ctx, _ in spec]
+            upstream._waiters.extend(waiters)
+            view = upstream.get_buffer(-1)
+            for start, length in _pieces(stream, cuts):
+                for at in range(start, start + length, len(view)):  # a read fills it at most
+                    size = min(len(view), start + length - at)
+                    flushes.append([])
+                    view[:] = b"\xa5" * len(view)  # the reader must keep its own copy
+                    view[:size] = stream[at:at + size]
+                    upstream.buffer_updated(size)
+            assert not upstream._waiters and upstream._reader.buffered() == 0
+            outcomes.append(([w.data for w in waiters],
+                             [[owners.index(c) for c in read] for read in flushes]))
+        assert outcomes[0] == outcomes[1]
+        assert all(d is not None for d in outcomes[0][0])
+    finally:
+        loop.close()

@@ -160,19 +160,48 @@ class UpstreamFailure(UpstreamError):
 
 
 class PythonUpstreamCore:
-    """The Python twin of proxy._native.UpstreamCore, which queues a command on a READY
-    connection in C (its fields are UpstreamConnection's state, _waiters, _wbuf,
-    _flush_scheduled, _last_progress and loop) and calls _submit_one otherwise."""
+    """The Python twin of proxy._native.UpstreamCore, an upstream connection's hot
+    methods (its fields are UpstreamConnection's state, _waiters, _wbuf,
+    _flush_scheduled, _last_progress, loop, _reader and transport).  Where C differs:
+
+    - submit_one queues a command on a READY connection in C and calls _submit_one
+      otherwise (here: always);
+    - buffer_updated takes the replies of the Singles at the head of the FIFO in C, and
+      hands the rest of the read to _replies_read as soon as anything else comes
+      (here: all of it)."""
 
     __slots__ = ()
+
+    # The BufferedProtocol's: replies are read into the thread's read buffer.
+    get_buffer = staticmethod(read_buffer)
 
     def submit_one(self, request: bytes, waiter: Waiter) -> None:
         """Queue one command already packed; sent at the end of this loop iteration."""
         self._submit_one(request, waiter)
 
+    def buffer_updated(self, nbytes: int) -> None:
+        """`nbytes` of replies were read into get_buffer()'s buffer."""
+        data = self.get_buffer(0)  # the same buffer: nothing reads into it before we return
+        fed = min(nbytes, FEED_BYTES)  # a slice at a time: see FEED_BYTES
+        self._reader.feed(data, 0, fed)
+        self._last_progress = time.monotonic()
+        self._replies_read(data, fed, nbytes, [])
+
+    def _write_queued(self) -> None:
+        """Write what submit_one queued (scheduled once per event-loop iteration)."""
+        self._flush_scheduled = False
+        if self._wbuf and self.state is READY:
+            # writelines: large values are not copied into one bytes object first
+            # (uvloop writes the list with one writev; the SSL transport joins it).
+            wbuf = self._wbuf
+            self._wbuf = []
+            self.transport.writelines(wbuf)
+
 
 UpstreamCore = (speedups.native.UpstreamCore if speedups.native is not None
                 else PythonUpstreamCore)
+if speedups.native is not None and speedups.native.UPSTREAM_FEED_BYTES != FEED_BYTES:
+    raise ImportError("proxy._native is out of date (UPSTREAM_FEED_BYTES); reinstall it")
 
 
 class UpstreamConnection(UpstreamCore, asyncio.BufferedProtocol):
@@ -196,7 +225,6 @@ class UpstreamConnection(UpstreamCore, asyncio.BufferedProtocol):
         self.state = DOWN
         self.transport: asyncio.Transport | None = None
         self._reader = reply_reader()
-        self.get_buffer = read_buffer  # the BufferedProtocol's; see buffer_updated
         self._waiters: deque = deque()
         self._wbuf: list[bytes] = []
         self._handshake_left = 0
@@ -264,15 +292,6 @@ class UpstreamConnection(UpstreamCore, asyncio.BufferedProtocol):
         if self._wbuf and not self._flush_scheduled and self.state is READY:
             self._flush_scheduled = True
             self.loop.call_soon(self._write_queued)
-
-    def _write_queued(self) -> None:
-        self._flush_scheduled = False
-        if self._wbuf and self.state is READY:
-            # writelines: large values are not copied into one bytes object first
-            # (uvloop writes the list with one writev; the SSL transport joins it).
-            wbuf = self._wbuf
-            self._wbuf = []
-            self.transport.writelines(wbuf)
 
     async def call(self, args: list[bytes]) -> Reply:
         future = self.loop.create_future()
@@ -444,15 +463,13 @@ class UpstreamConnection(UpstreamCore, asyncio.BufferedProtocol):
         """Bytes read elsewhere (bench.inprocess): handled as if the loop had read them."""
         feed_as_reads(self, data)
 
-    def buffer_updated(self, nbytes: int) -> None:
-        """`nbytes` of replies were read into get_buffer()'s buffer."""
-        data = self.get_buffer(0)  # the same buffer: nothing reads into it before we return
-        fed = min(nbytes, FEED_BYTES)  # a slice at a time: see FEED_BYTES
-        self._reader.feed(data, 0, fed)
-        self._last_progress = time.monotonic()
+    def _replies_read(self, data, fed: int, nbytes: int, touched: list) -> None:
+        """The replies of a read (UpstreamCore.buffer_updated's general case): `nbytes`
+        were read into `data`, the read buffer, and the first `fed` of them fed to the
+        reader; `touched` holds the clients whose replies were already taken."""
         waiters = self._waiters
         reader = self._reader
-        touched = []  # clients to flush, in order; consecutive replies are mostly one's
+        # touched: clients to flush, in order; consecutive replies are mostly one's
         in_c = hasattr(reader, "take")  # proxy._native.ReplyReader, not hiredis
         try:
             while True:
