@@ -2064,17 +2064,18 @@ static PyObject *UpstreamCore_buffer_updated(UpstreamCoreObject *self, PyObject 
         PyErr_SetString(PyExc_ValueError, "buffer_updated(n): n bytes of get_buffer's buffer");
         return NULL;
     }
+    /* Held for the whole read, as the twin holds them in locals: the Python called from
+     * here (metrics, a client's flush) must not pull them away mid-read. */
+    PyObject *reader_obj = Py_NewRef(self->reader), *waiters = Py_NewRef(self->waiters);
+    ReplyReaderObject *reader = (ReplyReaderObject *)reader_obj;
     PyObject *touched = PyList_New(0), *result = NULL;
     if (!touched) goto done;
     Py_ssize_t fed = n < UPSTREAM_FEED_BYTES ? n : UPSTREAM_FEED_BYTES;
-    int native = Py_IS_TYPE(self->reader, &ReplyReaderType) &&
-                 Py_IS_TYPE(self->waiters, deque_type);
+    int native = Py_IS_TYPE(reader_obj, &ReplyReaderType) && Py_IS_TYPE(waiters, deque_type);
     if (native) {
-        if (reader_append((ReplyReaderObject *)self->reader, PyByteArray_AS_STRING(read_array),
-                          fed) < 0)
-            goto done;
+        if (reader_append(reader, PyByteArray_AS_STRING(read_array), fed) < 0) goto done;
     } else {
-        PyObject *args[4] = {self->reader, view, PyLong_FromLong(0), PyLong_FromSsize_t(fed)};
+        PyObject *args[4] = {reader_obj, view, PyLong_FromLong(0), PyLong_FromSsize_t(fed)};
         PyObject *fed_ok = args[2] && args[3]
                                ? PyObject_VectorcallMethod(s_feed, args, 4, NULL) : NULL;
         Py_XDECREF(args[2]);
@@ -2086,16 +2087,15 @@ static PyObject *UpstreamCore_buffer_updated(UpstreamCoreObject *self, PyObject 
     if (!now) goto done;
     Py_XSETREF(self->last_progress, now);
     while (native) {
-        ReplyReaderObject *reader = (ReplyReaderObject *)self->reader;
-        Py_ssize_t left = PyObject_Size(self->waiters);
+        Py_ssize_t left = PyObject_Size(waiters);
         if (left < 0) goto done;
         if (left > 0) {
-            PyObject *head = PySequence_GetItem(self->waiters, 0);
+            PyObject *head = PySequence_GetItem(waiters, 0);
             if (!head) goto done;
             int single = PyObject_TypeCheck(head, &SingleType);
             Py_DECREF(head);
             if (!single) break; /* a batch's reply, a multi-step operation's: Python */
-            Py_ssize_t taken = take_singles(reader, self->waiters, touched);
+            Py_ssize_t taken = take_singles(reader, waiters, touched);
             if (taken < 0) goto done;
             if (taken > 0) continue;
         }
@@ -2122,6 +2122,8 @@ static PyObject *UpstreamCore_buffer_updated(UpstreamCoreObject *self, PyObject 
     }
 done:
     Py_XDECREF(touched);
+    Py_DECREF(reader_obj);
+    Py_DECREF(waiters);
     Py_DECREF(view);
     return result;
 }

@@ -286,6 +286,11 @@ class FaultRelay:
             if on and mode == "closed" and self._server is not None:
                 self._server.close()
                 self._server = None
+                # The listening socket's descriptor is closed when the loop gets to it
+                # (uvloop: the closing phase of this iteration); until then a connect
+                # lands in its backlog and is reset instead of refused.
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
             elif not on and self._server is None:
                 await self._listen()
         self._call(apply)

@@ -453,7 +453,7 @@ class _FlushingClient(_Client):
         self.flushes[-1].append(self)
 
 
-def _connections():
+def _connections(loop):
     """An UpstreamConnection on the C core, and one on PythonUpstreamCore (its twin)."""
     from proxy.backends.redis import connection as conn
 
@@ -462,7 +462,7 @@ def _connections():
 
     settings_ = conn.UpstreamSettings("127.0.0.1", 1, username=None, password=None, db=0,
                                       connect_timeout=1, command_timeout=5, label="t")
-    return [conn.UpstreamConnection(settings_, None), PythonConnection(settings_, None)]
+    return [conn.UpstreamConnection(settings_, loop), PythonConnection(settings_, loop)]
 
 
 @settings(max_examples=300, deadline=None)
@@ -493,8 +493,7 @@ def test_the_upstream_read_in_c_does_what_its_python_twin_does(data, encrypted, 
     loop = asyncio.new_event_loop()
     try:
         outcomes = []
-        for upstream in _connections():
-            upstream.loop = loop
+        for upstream in _connections(loop):
             flushes: list[list] = []
             owners = [_FlushingClient(cache, db, proto, flushes) for _ in range(clients)]
             waiters = [(_single(owners[who], ctx, decode) if single
