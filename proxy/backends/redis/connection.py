@@ -466,10 +466,10 @@ class UpstreamConnection(UpstreamCore, asyncio.BufferedProtocol):
     def _replies_read(self, data, fed: int, nbytes: int, touched: list) -> None:
         """The replies of a read (UpstreamCore.buffer_updated's general case): `nbytes`
         were read into `data`, the read buffer, and the first `fed` of them fed to the
-        reader; `touched` holds the clients whose replies were already taken."""
+        reader; `touched` holds the clients whose replies were already taken (to flush,
+        in order; consecutive replies are mostly one client's)."""
         waiters = self._waiters
         reader = self._reader
-        # touched: clients to flush, in order; consecutive replies are mostly one's
         in_c = hasattr(reader, "take")  # proxy._native.ReplyReader, not hiredis
         try:
             while True:
