@@ -2087,20 +2087,14 @@ static PyObject *UpstreamCore_buffer_updated(UpstreamCoreObject *self, PyObject 
     if (!now) goto done;
     Py_XSETREF(self->last_progress, now);
     while (native) {
-        Py_ssize_t left = PyObject_Size(waiters);
-        if (left < 0) goto done;
-        if (left > 0) {
-            PyObject *head = PySequence_GetItem(waiters, 0);
-            if (!head) goto done;
-            int single = PyObject_TypeCheck(head, &SingleType);
-            Py_DECREF(head);
-            if (!single) break; /* a batch's reply, a multi-step operation's: Python */
-            Py_ssize_t taken = take_singles(reader, waiters, touched);
-            if (taken < 0) goto done;
-            if (taken > 0) continue;
-        }
-        /* No Single's reply is next, whole: an incomplete one waits for more bytes;
-         * anything else (an error reply, a reply nobody waits for) is for Python. */
+        /* take_singles stops at the first waiter that is not a Single (a batch's, a
+         * multi-step operation's) or whose reply is not one for C. */
+        Py_ssize_t taken = take_singles(reader, waiters, touched);
+        if (taken < 0) goto done;
+        if (taken > 0) continue;
+        /* No Single's reply is next, whole: an incomplete reply waits for more bytes
+         * (whoever it is for); a whole one (a batch's, an error, one nobody waits for)
+         * is for Python. */
         if (reader->pos < reader->len) {
             Py_ssize_t end;
             const char *why = NULL;
