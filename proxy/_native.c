@@ -1144,15 +1144,22 @@ static PyTypeObject ParserType = {
 
 typedef struct {
     PyObject_HEAD
+    /* buf[pos:len] is what the reader has not yet returned.  buf is the reader's own
+     * buffer (cap bytes), except while a read is lent to it (reader_lend): then buf is
+     * the read buffer itself, and own/own_cap hold the reader's buffer until
+     * reader_settle gives it back. */
     char *buf;
     Py_ssize_t len, pos, cap;
+    char *own;
+    Py_ssize_t own_cap;
+    int lent;
     PyObject *error_class;     /* hiredis.ReplyError */
     PyObject *protocol_error;  /* hiredis.ProtocolError */
     PyObject *null_bulk[2];    /* RESP2 $-1, RESP3 _ */
 } ReplyReaderObject;
 
 static void ReplyReader_dealloc(ReplyReaderObject *self) {
-    PyMem_Free(self->buf);
+    PyMem_Free(self->lent ? self->own : self->buf);
     Py_XDECREF(self->error_class);
     Py_XDECREF(self->protocol_error);
     Py_XDECREF(self->null_bulk[0]);
@@ -1212,8 +1219,11 @@ static PyObject *ReplyReader_feed_bytes(ReplyReaderObject *self, const char *dat
     Py_RETURN_NONE;
 }
 
+static int reader_settle(ReplyReaderObject *self);
+
 /* Append data[:n] to what the reader has not yet returned. */
 static int reader_append(ReplyReaderObject *self, const char *data, Py_ssize_t n) {
+    if (self->lent && reader_settle(self) < 0) return -1;
     if (self->pos == self->len) self->pos = self->len = 0;
     if (self->len + n > self->cap && self->pos > 0) { /* move the unread rest to the front */
         memmove(self->buf, self->buf + self->pos, (size_t)(self->len - self->pos));
@@ -1234,6 +1244,32 @@ static int reader_append(ReplyReaderObject *self, const char *data, Py_ssize_t n
     if (n > 0) memcpy(self->buf + self->len, data, (size_t)n);
     self->len += n;
     return 0;
+}
+
+/* Read data[:n] where it lies, without copying it in (UpstreamCore.buffer_updated, for
+ * the read buffer): only while the reader holds nothing unread.  Replies are taken from
+ * it in place; reader_settle must run before the data changes or returns to Python,
+ * and copies in what is left of it (an incomplete reply, one for Python). */
+static void reader_lend(ReplyReaderObject *self, const char *data, Py_ssize_t n) {
+    self->own = self->buf;
+    self->own_cap = self->cap;
+    self->buf = (char *)data;
+    self->len = self->cap = n;
+    self->pos = 0;
+    self->lent = 1;
+}
+
+static int reader_settle(ReplyReaderObject *self) {
+    if (!self->lent) return 0;
+    const char *rest = self->buf + self->pos;
+    Py_ssize_t n = self->len - self->pos;
+    self->buf = self->own;
+    self->cap = self->own_cap;
+    self->own = NULL;
+    self->own_cap = 0;
+    self->pos = self->len = 0;
+    self->lent = 0;
+    return reader_append(self, rest, n);
 }
 
 /* The CR of the first CRLF in b[from:len], or -1 (as hiredis, a lone CR is text). */
@@ -1362,7 +1398,7 @@ static PyObject *build_reply(ReplyReaderObject *self, const char *b, Py_ssize_t 
 
 static void ReplyReader_consumed(ReplyReaderObject *self, Py_ssize_t pos) {
     self->pos = pos;
-    if (pos == self->len) {
+    if (pos == self->len && !self->lent) {
         self->pos = self->len = 0;
         if (self->cap > 65536) { /* a large reply passed: do not keep its buffer */
             PyMem_Free(self->buf);
@@ -1376,6 +1412,7 @@ static void ReplyReader_consumed(ReplyReaderObject *self, Py_ssize_t pos) {
 static PyObject *ReplyReader_gets(ReplyReaderObject *self, PyObject *unused) {
     Py_ssize_t end;
     const char *why = NULL;
+    if (reader_settle(self) < 0) return NULL; /* Python only sees the reader's own buffer */
     int rc = scan_reply(self->buf, self->len, self->pos, &end, &why);
     if (rc == 0) Py_RETURN_FALSE;
     if (rc < 0) {
@@ -1546,6 +1583,7 @@ static PyObject *ReplyReader_take(ReplyReaderObject *self, PyObject *const *args
                         "take(parts: list, kinds: bytearray, ctxs: list, proto, gcm, db)");
         return NULL;
     }
+    if (reader_settle(self) < 0) return NULL;
     PyObject *parts = args[0], *ctxs = args[2];
     GcmObject *gcm = args[4] == Py_None ? NULL : (GcmObject *)args[4];
     long proto = PyLong_AsLong(args[3]);
@@ -1641,11 +1679,13 @@ static PyObject *ReplyReader_take_singles(ReplyReaderObject *self, PyObject *con
         PyErr_SetString(PyExc_TypeError, "take_singles(waiters: deque, touched: list)");
         return NULL;
     }
+    if (reader_settle(self) < 0) return NULL;
     Py_ssize_t taken = take_singles(self, args[0], args[1]);
     return taken < 0 ? NULL : PyLong_FromSsize_t(taken);
 }
 
 static PyObject *ReplyReader_buffered(ReplyReaderObject *self, PyObject *unused) {
+    if (reader_settle(self) < 0) return NULL;
     return PyLong_FromSsize_t(self->len - self->pos);
 }
 
@@ -2068,12 +2108,18 @@ static PyObject *UpstreamCore_buffer_updated(UpstreamCoreObject *self, PyObject 
      * here (metrics, a client's flush) must not pull them away mid-read. */
     PyObject *reader_obj = Py_NewRef(self->reader), *waiters = Py_NewRef(self->waiters);
     ReplyReaderObject *reader = (ReplyReaderObject *)reader_obj;
+    int native = Py_IS_TYPE(reader_obj, &ReplyReaderType) && Py_IS_TYPE(waiters, deque_type);
     PyObject *touched = PyList_New(0), *result = NULL;
     if (!touched) goto done;
     Py_ssize_t fed = n < UPSTREAM_FEED_BYTES ? n : UPSTREAM_FEED_BYTES;
-    int native = Py_IS_TYPE(reader_obj, &ReplyReaderType) && Py_IS_TYPE(waiters, deque_type);
     if (native) {
-        if (reader_append(reader, PyByteArray_AS_STRING(read_array), fed) < 0) goto done;
+        /* Replies are taken from the read buffer where they lie while the reader holds
+         * nothing else (mostly: a reply per read at pipeline depth 1); what is left is
+         * copied in (reader_settle) before the next slice, or Python, or returning. */
+        if (reader->pos == reader->len)
+            reader_lend(reader, PyByteArray_AS_STRING(read_array), fed);
+        else if (reader_append(reader, PyByteArray_AS_STRING(read_array), fed) < 0)
+            goto done;
     } else {
         PyObject *args[4] = {reader_obj, view, PyLong_FromLong(0), PyLong_FromSsize_t(fed)};
         PyObject *fed_ok = args[2] && args[3]
@@ -2100,21 +2146,26 @@ static PyObject *UpstreamCore_buffer_updated(UpstreamCoreObject *self, PyObject 
             const char *why = NULL;
             if (scan_reply(reader->buf, reader->len, reader->pos, &end, &why) != 0) break;
         }
+        if (reader_settle(reader) < 0) goto done;
         if (fed == n) { /* all of the read taken */
             result = flush_touched(touched);
             goto done;
         }
         Py_ssize_t step = n - fed < UPSTREAM_FEED_BYTES ? n - fed : UPSTREAM_FEED_BYTES;
-        if (reader_append(reader, PyByteArray_AS_STRING(read_array) + fed, step) < 0)
+        if (reader->pos == reader->len)
+            reader_lend(reader, PyByteArray_AS_STRING(read_array) + fed, step);
+        else if (reader_append(reader, PyByteArray_AS_STRING(read_array) + fed, step) < 0)
             goto done;
         fed += step;
     }
+    if (native && reader_settle(reader) < 0) goto done;
     {
         PyObject *args[5] = {(PyObject *)self, view, PyLong_FromSsize_t(fed), nbytes, touched};
         if (args[2]) result = PyObject_VectorcallMethod(s_replies_read, args, 5, NULL);
         Py_XDECREF(args[2]);
     }
 done:
+    if (native && reader->lent && reader_settle(reader) < 0) Py_CLEAR(result);
     Py_XDECREF(touched);
     Py_DECREF(reader_obj);
     Py_DECREF(waiters);

@@ -559,6 +559,25 @@ def test_pipeline_of_large_values(pair):
     assert got == expected
 
 
+def test_pipelines_of_small_and_large_replies(pair):
+    """A flush of several replies is written as they are when they are large on average
+    (proxy.server.client.WRITELINES_PART_BYTES) and joined when not: both ways, with
+    batches, local replies and misses between them, the bytes come in order."""
+    sizes = [0, 1, 100, 2047, 2048, 2049, 4096, 20000]
+    setup = [("SET", f"m{i}", bytes([65 + i]) * n) for i, n in enumerate(sizes)]
+    assert pair.pipeline(setup)[0] == pair.pipeline(setup)[1]
+    commands = []
+    for start in range(len(sizes)):
+        for i in range(start, len(sizes)):
+            commands.append(("GET", f"m{i}"))
+        commands += [("PING",), ("GET", "missing"), ("ECHO", "x" * (start * 1000))]
+    expected, got = pair.pipeline(commands)
+    assert got == expected
+    for i in range(len(sizes)):  # and one large reply after small ones, alone
+        expected, got = pair.pipeline([("GET", "m0"), ("GET", "m1"), ("GET", f"m{i}")])
+        assert got == expected
+
+
 # -- inline commands -------------------------------------------------------------------
 
 INLINE = [

@@ -326,7 +326,7 @@ def test_take_decodes_the_usual_replies_in_c_and_leaves_the_rest():
     assert batch.data is None
     batch.complete(reader.gets())  # Python opens it with the old key
     assert batch.take_replies(reader) == 1
-    assert batch.data == b"$2\r\nv0\r\n_\r\n+OK\r\n$2\r\nv3\r\n:7\r\n"
+    assert batch.data == [b"$2\r\nv0\r\n", b"_\r\n", b"+OK\r\n", b"$2\r\nv3\r\n", b":7\r\n"]
     assert cache.decrypt_failures == {}
 
 
@@ -340,8 +340,9 @@ def test_take_never_returns_a_tampered_value():
     reader.feed(_bulk(bytes(blob)))
     assert batch.take_replies(reader) == 0
     batch.complete(reader.gets())
-    assert batch.data.startswith(b"-ERR cachecloak could not decrypt")
-    assert b"secret" not in batch.data
+    assert len(batch.data) == 1
+    assert batch.data[0].startswith(b"-ERR cachecloak could not decrypt")
+    assert b"secret" not in batch.data[0]
 
 
 def _single(client, ctx, decode) -> Single:
