@@ -2113,9 +2113,10 @@ static PyObject *UpstreamCore_buffer_updated(UpstreamCoreObject *self, PyObject 
     if (!touched) goto done;
     Py_ssize_t fed = n < UPSTREAM_FEED_BYTES ? n : UPSTREAM_FEED_BYTES;
     if (native) {
-        /* Replies are taken from the read buffer where they lie while the reader holds
-         * nothing else (mostly: a reply per read at pipeline depth 1); what is left is
-         * copied in (reader_settle) before the next slice, or Python, or returning. */
+        /* Replies are taken from the read buffer where they lie when the reader holds
+         * nothing else at the start of a slice (the usual case), and the slices after it
+         * are lent too; what is left when Python takes over or the read ends is copied
+         * in (reader_settle). */
         if (reader->pos == reader->len)
             reader_lend(reader, PyByteArray_AS_STRING(read_array), fed);
         else if (reader_append(reader, PyByteArray_AS_STRING(read_array), fed) < 0)
@@ -2146,16 +2147,20 @@ static PyObject *UpstreamCore_buffer_updated(UpstreamCoreObject *self, PyObject 
             const char *why = NULL;
             if (scan_reply(reader->buf, reader->len, reader->pos, &end, &why) != 0) break;
         }
-        if (reader_settle(reader) < 0) goto done;
         if (fed == n) { /* all of the read taken */
+            if (reader_settle(reader) < 0) goto done;
             result = flush_touched(touched);
             goto done;
         }
         Py_ssize_t step = n - fed < UPSTREAM_FEED_BYTES ? n - fed : UPSTREAM_FEED_BYTES;
-        if (reader->pos == reader->len)
+        if (reader->lent) { /* the read's next bytes follow the lent ones: lend them too */
+            reader->len += step;
+            reader->cap = reader->len;
+        } else if (reader->pos == reader->len) {
             reader_lend(reader, PyByteArray_AS_STRING(read_array) + fed, step);
-        else if (reader_append(reader, PyByteArray_AS_STRING(read_array) + fed, step) < 0)
+        } else if (reader_append(reader, PyByteArray_AS_STRING(read_array) + fed, step) < 0) {
             goto done;
+        }
         fed += step;
     }
     if (native && reader_settle(reader) < 0) goto done;

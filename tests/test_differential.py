@@ -560,7 +560,7 @@ def test_pipeline_of_large_values(pair):
 
 
 def test_pipelines_of_small_and_large_replies(pair):
-    """A flush of several replies is written as they are when they are large on average
+    """A flush of several replies is written as they are when the first is large
     (proxy.server.client.WRITELINES_PART_BYTES) and joined when not: both ways, with
     batches, local replies and misses between them, the bytes come in order."""
     sizes = [0, 1, 100, 2047, 2048, 2049, 4096, 20000]

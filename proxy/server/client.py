@@ -45,8 +45,10 @@ _monotonic = time.monotonic
 # what it has accepted but not answered, or a client that never reads grows it forever.
 MAX_INFLIGHT = 16 * 1024
 # A flush of several replies is written as they are (writelines: one writev, no copy)
-# when they average at least this many bytes, and joined into one write below it: a
-# join costs a copy of every byte, a writev a few hundred nanoseconds per part in uvloop.
+# when the first is at least this long (a pipeline of large values), and joined into one
+# write otherwise: a join costs a copy of every byte, writelines a few hundred
+# nanoseconds per part in uvloop.  One length to look at, not all: summing them costs as
+# much as joining small ones.
 WRITELINES_PART_BYTES = 2048
 
 _ids = itertools.count(1)
@@ -619,13 +621,13 @@ class ClientConnection(Core, asyncio.BufferedProtocol):
                 data = out[0]
                 self.io.sent += len(data)
                 self.transport.write(data)
+            elif len(out[0]) >= WRITELINES_PART_BYTES:
+                self.io.sent += sum(map(len, out))
+                self.transport.writelines(out)  # it keeps the parts, not the list
             else:
-                size = sum(map(len, out))
-                self.io.sent += size
-                if size >= WRITELINES_PART_BYTES * len(out):
-                    self.transport.writelines(out)  # it keeps the parts, not the list
-                else:
-                    self.transport.write(b"".join(out))
+                data = b"".join(out)
+                self.io.sent += len(data)
+                self.transport.write(data)
             out.clear()
         if self._closing and not slots:
             self.transport.close()
