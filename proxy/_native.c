@@ -1568,6 +1568,30 @@ static inline __attribute__((always_inline)) PyObject *take_reply(ReplyReaderObj
     return part;
 }
 
+/* take()'s work (types checked by the caller): -1 with an exception set, or how many
+ * replies it took. */
+static Py_ssize_t reader_take(ReplyReaderObject *self, PyObject *parts, PyObject *kinds_obj,
+                              PyObject *ctxs, long proto, GcmObject *gcm, Py_ssize_t db) {
+    const unsigned char *kinds = (const unsigned char *)PyByteArray_AS_STRING(kinds_obj);
+    Py_ssize_t count = PyByteArray_GET_SIZE(kinds_obj);
+    if (PyList_GET_SIZE(ctxs) < count) count = PyList_GET_SIZE(ctxs);
+    Py_ssize_t pos = self->pos, taken = 0;
+    for (Py_ssize_t i = PyList_GET_SIZE(parts); i < count; i++) {
+        PyObject *part = take_reply(self, kinds[i], PyList_GET_ITEM(ctxs, i), proto == 3,
+                                    gcm, db, &pos);
+        if (!part) {
+            if (PyErr_Occurred()) return -1;
+            break;
+        }
+        int rc = PyList_Append(parts, part);
+        Py_DECREF(part);
+        if (rc < 0) return -1;
+        taken++;
+    }
+    ReplyReader_consumed(self, pos);
+    return taken;
+}
+
 /* take(parts, kinds, ctxs, proto, gcm, db) -> how many replies it took.
  *
  * The batch's next reply is number len(parts); kinds[i] (a bytearray of KIND_*) says
@@ -1584,29 +1608,12 @@ static PyObject *ReplyReader_take(ReplyReaderObject *self, PyObject *const *args
         return NULL;
     }
     if (reader_settle(self) < 0) return NULL;
-    PyObject *parts = args[0], *ctxs = args[2];
-    GcmObject *gcm = args[4] == Py_None ? NULL : (GcmObject *)args[4];
     long proto = PyLong_AsLong(args[3]);
     Py_ssize_t db = PyLong_AsSsize_t(args[5]);
     if (PyErr_Occurred()) return NULL;
-    const unsigned char *kinds = (const unsigned char *)PyByteArray_AS_STRING(args[1]);
-    Py_ssize_t count = PyByteArray_GET_SIZE(args[1]);
-    if (PyList_GET_SIZE(ctxs) < count) count = PyList_GET_SIZE(ctxs);
-    Py_ssize_t pos = self->pos, taken = 0;
-    for (Py_ssize_t i = PyList_GET_SIZE(parts); i < count; i++) {
-        PyObject *part = take_reply(self, kinds[i], PyList_GET_ITEM(ctxs, i), proto == 3,
-                                    gcm, db, &pos);
-        if (!part) {
-            if (PyErr_Occurred()) return NULL;
-            break;
-        }
-        int rc = PyList_Append(parts, part);
-        Py_DECREF(part);
-        if (rc < 0) return NULL;
-        taken++;
-    }
-    ReplyReader_consumed(self, pos);
-    return PyLong_FromSsize_t(taken);
+    GcmObject *gcm = args[4] == Py_None ? NULL : (GcmObject *)args[4];
+    Py_ssize_t taken = reader_take(self, args[0], args[1], args[2], proto, gcm, db);
+    return taken < 0 ? NULL : PyLong_FromSsize_t(taken);
 }
 
 /* take_singles(waiters, touched) -> how many replies it took.
@@ -1670,6 +1677,96 @@ static Py_ssize_t take_singles(ReplyReaderObject *self, PyObject *waiters, PyObj
         }
         Py_DECREF(head);
     }
+    return taken;
+}
+
+/* The attributes of a batch (proxy.server.client.Batch) that take_batch uses. */
+#define BATCH_NAMES(X) X(in_c) X(parts) X(kinds) X(ctxs) X(proto) X(gcm) X(db) X(count) \
+    X(client) X(_done)
+#define BATCH_NAME_DECLARE(n) static PyObject *batch_##n;
+BATCH_NAMES(BATCH_NAME_DECLARE)
+
+static int batch_names_init(void) {
+#define BATCH_NAME_INIT(n) \
+    if (!batch_##n && !(batch_##n = PyUnicode_InternFromString(#n))) return -1;
+    BATCH_NAMES(BATCH_NAME_INIT)
+    return 0;
+}
+
+/* take_batch(waiters, touched): when the waiter at the head of an upstream connection's
+ * FIFO is a batch whose replies C decodes (its `in_c`), what Batch.take_replies and the
+ * connection's Python loop do with it: take what is here of its next replies (as take()),
+ * pop a FIFO entry per reply taken, finish the batch (_done) when that was its last, and
+ * append its client to `touched` unless it is already the last one there.  Returns how
+ * many replies it took (0: not such a batch, or its next reply is not one for C), or -1
+ * with an exception set. */
+static Py_ssize_t take_batch(ReplyReaderObject *self, PyObject *waiters, PyObject *touched) {
+    if (batch_names_init() < 0) return -1;
+    Py_ssize_t left = PyObject_Size(waiters);
+    if (left <= 0) return left;
+    PyObject *head = PySequence_GetItem(waiters, 0);
+    if (!head) return -1;
+    Py_ssize_t taken = 0;
+    PyObject *in_c = NULL, *parts = NULL, *kinds = NULL, *ctxs = NULL, *proto = NULL,
+             *gcm = NULL, *db = NULL, *count = NULL, *client = NULL;
+    if (PyObject_TypeCheck(head, &SingleType)) goto done; /* take_singles' */
+    in_c = PyObject_GetAttr(head, batch_in_c);
+    if (!in_c) { /* a waiter with no such attribute is not a batch (getattr's default) */
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) goto fail;
+        PyErr_Clear();
+        goto done;
+    }
+    int batch = PyObject_IsTrue(in_c);
+    if (batch <= 0) {
+        if (batch < 0) goto fail;
+        goto done;
+    }
+    if (!(parts = PyObject_GetAttr(head, batch_parts)) ||
+        !(kinds = PyObject_GetAttr(head, batch_kinds)) ||
+        !(ctxs = PyObject_GetAttr(head, batch_ctxs)) ||
+        !(proto = PyObject_GetAttr(head, batch_proto)) ||
+        !(gcm = PyObject_GetAttr(head, batch_gcm)) || !(db = PyObject_GetAttr(head, batch_db)) ||
+        !(count = PyObject_GetAttr(head, batch_count)))
+        goto fail;
+    if (!PyList_Check(parts) || !PyByteArray_Check(kinds) || !PyList_Check(ctxs) ||
+        !PyLong_Check(proto) || !PyLong_Check(db) || !PyLong_Check(count) ||
+        (gcm != Py_None && !PyObject_TypeCheck(gcm, &GcmType)))
+        goto done; /* not one of ours: Python's take_replies says what is wrong */
+    long proto_n = PyLong_AsLong(proto);
+    Py_ssize_t db_n = PyLong_AsSsize_t(db), count_n = PyLong_AsSsize_t(count);
+    if (PyErr_Occurred()) goto fail;
+    taken = reader_take(self, parts, kinds, ctxs, proto_n,
+                        gcm == Py_None ? NULL : (GcmObject *)gcm, db_n);
+    if (taken <= 0) goto done;
+    if (PyList_GET_SIZE(parts) == count_n) {
+        PyObject *finished = PyObject_CallMethodNoArgs(head, batch__done);
+        if (!finished) goto fail;
+        Py_DECREF(finished);
+    }
+    for (Py_ssize_t i = 0; i < taken; i++) {
+        PyObject *popped = queue_popleft(waiters);
+        if (!popped) goto fail;
+        Py_DECREF(popped);
+    }
+    if (!(client = PyObject_GetAttr(head, batch_client))) goto fail;
+    Py_ssize_t n = PyList_GET_SIZE(touched);
+    if ((n == 0 || PyList_GET_ITEM(touched, n - 1) != client) &&
+        PyList_Append(touched, client) < 0)
+        goto fail;
+    goto done;
+fail:
+    taken = -1;
+done:
+    Py_XDECREF(in_c);
+    Py_XDECREF(parts);
+    Py_XDECREF(kinds);
+    Py_XDECREF(ctxs);
+    Py_XDECREF(proto);
+    Py_XDECREF(gcm);
+    Py_XDECREF(db);
+    Py_XDECREF(count);
+    Py_XDECREF(client);
+    Py_DECREF(head);
     return taken;
 }
 
@@ -1988,12 +2085,13 @@ static PyTypeObject IOStatsType = {
  * _write_queued(): write what was queued, with one transport.writelines.
  * get_buffer(sizehint): the thread's read buffer (read_buffer), which replies are read
  *   into.
- * buffer_updated(n): n bytes of replies were read into it.  Fed to the reader a slice
- *   of FEED_BYTES at a time; the replies of the Singles at the head of the FIFO are
- *   taken here (take_singles), and at the first reply that is not one of those (a
- *   batch's, an error, anything for Python) the rest of the read goes to
- *   UpstreamConnection._replies_read, which continues from where C stopped.  Then each
- *   client whose replies were taken is flushed.
+ * buffer_updated(n): n bytes of replies were read into it.  Lent to the reader a slice
+ *   of FEED_BYTES at a time (reader_lend: taken where they lie, not copied); the replies
+ *   of the Singles at the head of the FIFO (take_singles) and of batches whose replies
+ *   C decodes (take_batch) are taken here, and at the first reply that is not one of
+ *   those (an error, a value of an old key, anything for Python) the rest of the read
+ *   goes to UpstreamConnection._replies_read, which continues from where C stopped.
+ *   Then each client whose replies were taken is flushed.
  */
 
 #define UPSTREAM_FEED_BYTES (16 * 1024) /* proxy.backends.redis.connection.FEED_BYTES */
@@ -2135,8 +2233,10 @@ static PyObject *UpstreamCore_buffer_updated(UpstreamCoreObject *self, PyObject 
     Py_XSETREF(self->last_progress, now);
     while (native) {
         /* take_singles stops at the first waiter that is not a Single (a batch's, a
-         * multi-step operation's) or whose reply is not one for C. */
+         * multi-step operation's) or whose reply is not one for C; take_batch takes a
+         * batch's replies that C decodes. */
         Py_ssize_t taken = take_singles(reader, waiters, touched);
+        if (taken == 0) taken = take_batch(reader, waiters, touched);
         if (taken < 0) goto done;
         if (taken > 0) continue;
         /* No Single's reply is next, whole: an incomplete reply waits for more bytes

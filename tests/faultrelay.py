@@ -286,14 +286,31 @@ class FaultRelay:
             if on and mode == "closed" and self._server is not None:
                 self._server.close()
                 self._server = None
-                # The listening socket's descriptor is closed when the loop gets to it
-                # (uvloop: the closing phase of this iteration); until then a connect
-                # lands in its backlog and is reset instead of refused.
-                await asyncio.sleep(0)
-                await asyncio.sleep(0)
             elif not on and self._server is None:
                 await self._listen()
         self._call(apply)
+        if on and mode == "closed":
+            self._wait_refused()
+
+    def _wait_refused(self, timeout: float = 10.0) -> None:
+        """Return once a connect to the port is refused.  The listening socket's
+        descriptor is closed when the relay's loop gets to it (uvloop: a later phase of
+        the loop, after Server.close returns); until then a connect lands in its backlog
+        and is reset instead of refused.  A probe that lands there is never accepted."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                probe = socket.create_connection(("127.0.0.1", self.port), timeout=1)
+            except ConnectionRefusedError:
+                return
+            except OSError:
+                pass
+            else:
+                probe.close()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"port {self.port} still takes connections after "
+                                     f"{timeout} s of refusing")
+            time.sleep(0.005)
 
     def reset_all(self) -> None:
         """RST every open connection, both sides, now."""

@@ -454,6 +454,16 @@ class _FlushingClient(_Client):
         self.flushes[-1].append(self)
 
 
+def _batch_of(client, decoders, ctxs) -> Batch:
+    """A batch of `client`'s whose replies C decodes, as the client connection makes it."""
+    batch = Batch(client)
+    batch.cache, batch.db, batch.proto = client.cache, client.db, client.proto
+    batch.decoders, batch.ctxs, batch.count = list(decoders), list(ctxs), len(decoders)
+    batch.kinds = bytearray(replies.REPLY_KINDS.get(d, 0) for d in decoders)
+    batch.in_c, batch.gcm = True, client.cache.reply_gcm
+    return batch
+
+
 def _connections(loop):
     """An UpstreamConnection on the C core, and one on PythonUpstreamCore (its twin)."""
     from proxy.backends.redis import connection as conn
@@ -472,11 +482,12 @@ def _connections(loop):
 def test_the_upstream_read_in_c_does_what_its_python_twin_does(data, encrypted, proto, db,
                                                                cuts, clients):
     """Reads of replies (cut anywhere, some larger than the 16 KiB the reader is fed at a
-    time) for a FIFO of Singles (C's) and Slots (Python's) of a few clients, through the
-    read buffer and buffer_updated: the C core takes the Singles' replies itself and
-    hands the rest of the read to _replies_read at the first reply it leaves.  Every
-    waiter must end with the bytes the Python twin gives it, and each read must flush
-    the same clients in the same order."""
+    time) for a FIFO of Singles (C's), batches (C's when in_c) and Slots (Python's) of a
+    few clients, through the read buffer and buffer_updated: the C core takes the
+    Singles' and batches' replies itself, where they lie in the read buffer, and hands
+    the rest of the read to _replies_read at the first reply it leaves.  Every waiter
+    must end with the bytes the Python twin gives it, and each read must flush the same
+    clients in the same order."""
     import asyncio
 
     cache = _cache(encrypted, data.draw(st.sampled_from(["miss", "error"])))
@@ -488,19 +499,36 @@ def test_the_upstream_read_in_c_does_what_its_python_twin_does(data, encrypted, 
         big = data.draw(st.integers(0, 5)) == 0
         reply = (_bulk(cache.seal(db, ctx, b"v" * data.draw(st.integers(16_000, 70_000))))
                  if big else _reply_for(data.draw, cache, old_cache, ctx, db))
-        spec.append((data.draw(st.integers(0, clients - 1)), data.draw(st.booleans()),
+        spec.append((data.draw(st.integers(0, clients - 1)),
+                     data.draw(st.sampled_from(["single", "slot", "batch", "batch"])),
                      data.draw(st.sampled_from(DECODERS)), ctx, reply))
     stream = b"".join(reply for *_, reply in spec)
+    # Consecutive "batch" entries of one client are one batch (at most 4 replies).
+    runs: list[list[int]] = []
+    for i, (who, mode, *_) in enumerate(spec):
+        if (mode == "batch" and runs and spec[runs[-1][0]][1] == "batch"
+                and spec[runs[-1][0]][0] == who and len(runs[-1]) < 4):
+            runs[-1].append(i)
+        else:
+            runs.append([i])
     loop = asyncio.new_event_loop()
     try:
         outcomes = []
         for upstream in _connections(loop):
             flushes: list[list] = []
             owners = [_FlushingClient(cache, db, proto, flushes) for _ in range(clients)]
-            waiters = [(_single(owners[who], ctx, decode) if single
-                        else Slot(owners[who], decode, ctx))
-                       for who, single, decode, ctx, _ in spec]
-            upstream._waiters.extend(waiters)
+            waiters = []
+            for run in runs:
+                who, mode, decode, ctx, _ = spec[run[0]]
+                if mode == "single":
+                    waiter = _single(owners[who], ctx, decode)
+                elif mode == "slot":
+                    waiter = Slot(owners[who], decode, ctx)
+                else:
+                    waiter = _batch_of(owners[who], [spec[i][2] for i in run],
+                                       [spec[i][3] for i in run])
+                waiters.append(waiter)
+                upstream._waiters.extend([waiter] * len(run))  # an entry per reply
             view = upstream.get_buffer(-1)
             for start, length in _pieces(stream, cuts):
                 for at in range(start, start + length, len(view)):  # a read fills it at most
@@ -514,5 +542,45 @@ def test_the_upstream_read_in_c_does_what_its_python_twin_does(data, encrypted, 
                              [[owners.index(c) for c in read] for read in flushes]))
         assert outcomes[0] == outcomes[1]
         assert all(d is not None for d in outcomes[0][0])
+    finally:
+        loop.close()
+
+
+def test_the_upstream_read_in_c_takes_a_batchs_replies_itself():
+    """A batch's replies that C decodes never reach the Python loop (_replies_read),
+    even when a reply crosses the read's 16 KiB slices; an error reply in the batch
+    does."""
+    import asyncio
+
+    from proxy.backends.redis import connection as conn
+
+    if conn.UpstreamCore is conn.PythonUpstreamCore:
+        pytest.skip("the C core is not built")
+    cache = _cache(True)
+    loop = asyncio.new_event_loop()
+    try:
+        upstream = _connections(loop)[0]
+        python_reads = []
+        upstream._replies_read = lambda *args: python_reads.append(args)
+        flushes: list[list] = [[]]
+        client = _FlushingClient(cache, 0, 3, flushes)
+        ctxs = [cache.stored_key(0, b"k%d" % i) for i in range(3)]
+        values = [b"a" * 10, b"b" * 20_000, b""]
+        batch = _batch_of(client, [replies.value] * 3, ctxs)
+        upstream._waiters.extend([batch] * 3)
+        stream = b"".join(_bulk(cache.seal(0, c, v)) for c, v in zip(ctxs, values, strict=True))
+        view = upstream.get_buffer(-1)
+        view[:len(stream)] = stream
+        upstream.buffer_updated(len(stream))
+        assert python_reads == []
+        assert batch.data == [b"$%d\r\n%s\r\n" % (len(v), v) for v in values]
+        assert not upstream._waiters and flushes == [[client]]
+        assert upstream._reader.buffered() == 0
+
+        batch = _batch_of(client, [replies.value], ctxs[:1])
+        upstream._waiters.append(batch)
+        view[:8] = b"-ERR x\r\n"
+        upstream.buffer_updated(8)
+        assert len(python_reads) == 1  # an error reply is Python's
     finally:
         loop.close()

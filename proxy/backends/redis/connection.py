@@ -126,6 +126,7 @@ class _FutureWaiter:
     """Adapts a waiter to an asyncio future, for multi-step operations."""
 
     __slots__ = ("future", "client")
+    in_c = False  # not a batch (UpstreamCore.buffer_updated's take_batch looks)
 
     def __init__(self, future: asyncio.Future):
         self.future = future
@@ -142,6 +143,7 @@ class _FutureWaiter:
 
 class _HandshakeWaiter:
     __slots__ = ("conn", "step", "client")
+    in_c = False
 
     def __init__(self, conn: UpstreamConnection, step: str):
         self.conn = conn
@@ -209,7 +211,8 @@ class UpstreamConnection(UpstreamCore, asyncio.BufferedProtocol):
 
     Replies are read into the thread's read buffer (proxy.resp.reader.read_buffer, a C
     function when built, so no Python frame per read) and fed from there to the reply
-    reader, which keeps its own copy of what it has not yet returned."""
+    reader, which keeps its own copy of what it has not yet returned (the C read takes
+    the replies it decodes where they lie, and copies in only what it leaves)."""
 
     def __init__(self, settings: UpstreamSettings, loop: asyncio.AbstractEventLoop | None = None,
                  *, locate=None, follow_primary: bool = False):
@@ -658,6 +661,7 @@ class _IgnoreReply:
 
     __slots__ = ()
     client = None
+    in_c = False
 
     def complete(self, reply) -> None:
         return None
