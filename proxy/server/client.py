@@ -107,11 +107,11 @@ class Batch:
     A pipelined read of GETs and SETs becomes one slot and one submission instead of
     one of each per command: the route queues the packed commands together and puts
     this waiter in its FIFO once per command, so `complete` is called once per reply,
-    in order.  The client's reply is the decoded replies joined, there when the last
-    one is: `data` is then the list of them, each reply's bytes (the client's flush writes
-    them together, joined or not).  Only commands that do nothing but forward
-    (`Command.batchable`) join a
-    batch, so nothing can reach Redis between them; anything else ends the batch first.
+    in order.  The client's reply is the decoded replies, there when the last one is:
+    `data` is then the list of each reply's bytes, which the client's flush writes
+    together (joined, or as they are when large).  Only commands that do nothing but
+    forward (`Command.batchable`) join a batch, so nothing can reach Redis between them;
+    anything else ends the batch first.
     Like Slot, it is the `client` its decoders get (one db and protocol for the batch:
     SELECT and HELLO are not batchable).
     """
