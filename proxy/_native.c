@@ -1680,18 +1680,10 @@ static Py_ssize_t take_singles(ReplyReaderObject *self, PyObject *waiters, PyObj
     return taken;
 }
 
-/* The attributes of a batch (proxy.server.client.Batch) that take_batch uses. */
-#define BATCH_NAMES(X) X(in_c) X(parts) X(kinds) X(ctxs) X(proto) X(gcm) X(db) X(count) \
-    X(client) X(_done)
-#define BATCH_NAME_DECLARE(n) static PyObject *batch_##n;
-BATCH_NAMES(BATCH_NAME_DECLARE)
-
-static int batch_names_init(void) {
-#define BATCH_NAME_INIT(n) \
-    if (!batch_##n && !(batch_##n = PyUnicode_InternFromString(#n))) return -1;
-    BATCH_NAMES(BATCH_NAME_INIT)
-    return 0;
-}
+/* The attributes of a batch (proxy.server.client.Batch) that take_batch uses (interned
+ * with the module's other names). */
+static PyObject *batch_in_c, *batch_parts, *batch_kinds, *batch_ctxs, *batch_proto,
+    *batch_gcm, *batch_db, *batch_count, *batch_client, *batch__done;
 
 /* take_batch(waiters, touched): when the waiter at the head of an upstream connection's
  * FIFO is a batch whose replies C decodes (its `in_c`), what Batch.take_replies and the
@@ -1701,7 +1693,6 @@ static int batch_names_init(void) {
  * many replies it took (0: not such a batch, or its next reply is not one for C), or -1
  * with an exception set. */
 static Py_ssize_t take_batch(ReplyReaderObject *self, PyObject *waiters, PyObject *touched) {
-    if (batch_names_init() < 0) return -1;
     Py_ssize_t left = PyObject_Size(waiters);
     if (left <= 0) return left;
     PyObject *head = PySequence_GetItem(waiters, 0);
@@ -2726,6 +2717,16 @@ static int intern_client_names(void) {
     INTERN(s_writelines, "writelines")
     INTERN(s_replies_read, "_replies_read")
     INTERN(s_client_flush, "flush")
+    INTERN(batch_in_c, "in_c")
+    INTERN(batch_parts, "parts")
+    INTERN(batch_kinds, "kinds")
+    INTERN(batch_ctxs, "ctxs")
+    INTERN(batch_proto, "proto")
+    INTERN(batch_gcm, "gcm")
+    INTERN(batch_db, "db")
+    INTERN(batch_count, "count")
+    INTERN(batch_client, "client")
+    INTERN(batch__done, "_done")
 #undef INTERN
     return 0;
 }

@@ -168,9 +168,10 @@ class PythonUpstreamCore:
 
     - submit_one queues a command on a READY connection in C and calls _submit_one
       otherwise (here: always);
-    - buffer_updated takes the replies of the Singles at the head of the FIFO in C, and
-      hands the rest of the read to _replies_read as soon as anything else comes
-      (here: all of it)."""
+    - buffer_updated takes the replies of the Singles and batches at the head of the
+      FIFO in C, from the read buffer where they lie, and hands the rest of the read to
+      _replies_read as soon as anything else comes (here: all of it, fed to the reader
+      a slice at a time)."""
 
     __slots__ = ()
 
