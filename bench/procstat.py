@@ -63,6 +63,36 @@ def cpu_seconds(root: int) -> float:
     return total / _CLOCK_TICKS
 
 
+def machine_ticks() -> dict[str, int]:
+    """The whole machine's CPU time so far, from the first line of /proc/stat, in ticks:
+    busy (user, nice, system, irq, softirq), idle (idle, iowait) and steal (time the
+    hypervisor ran something else while this machine's CPUs wanted to run).  Empty where
+    /proc/stat cannot be read."""
+    try:
+        with open(_PROC / "stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return {}
+    if not fields or fields[0] != "cpu" or len(fields) < 9:
+        return {}
+    user, nice, system, idle, iowait, irq, softirq, steal = map(int, fields[1:9])
+    return {"busy": user + nice + system + irq + softirq, "idle": idle + iowait,
+            "steal": steal}
+
+
+def machine_shares(before: dict[str, int], after: dict[str, int]) -> dict[str, float]:
+    """The shares of the machine's CPU time between two machine_ticks() readings that
+    went to work (busy), to nothing (idle) and to the hypervisor (steal); {} when either
+    reading is missing or no tick passed."""
+    if not before or not after:
+        return {}
+    delta = {k: after[k] - before[k] for k in ("busy", "idle", "steal")}
+    total = sum(delta.values())
+    if total <= 0:
+        return {}
+    return {f"{k}_share": v / total for k, v in delta.items()}
+
+
 def _status_kib(pid: int, name: str) -> int:
     try:
         for line in (_PROC / str(pid) / "status").read_text().splitlines():

@@ -10,6 +10,7 @@ that drift of a shared machine cancels out.  Output: Markdown tables (the termin
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from pathlib import Path
 
@@ -42,6 +43,30 @@ LATE_GENERATOR_SHARE = 0.5
 def _median(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return statistics.median(present) if present else None
+
+
+def median_interval(values: list[float], confidence: float = 0.95
+                    ) -> tuple[float, float, float] | None:
+    """A distribution-free confidence interval for the median of what `values` sample:
+    (low, high, coverage), from the order statistics (the sign test's interval).
+
+    Of n values sorted, [x(k), x(n+1-k)] holds the true median with probability
+    1 - 2 P(Binomial(n, 1/2) < k), whatever the distribution.  k is the largest that
+    still gives `confidence`; with too few values for that (fewer than 6 at 95%), the
+    widest interval, [min, max], and the coverage it does give.  None for no values.
+    """
+    ordered = sorted(values)
+    n = len(ordered)
+    if n == 0:
+        return None
+
+    def coverage(k: int) -> float:  # 1 - 2 P(X <= k - 1), X ~ Binomial(n, 1/2)
+        return 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2 ** n
+
+    k = 1
+    while k + 1 <= (n + 1) // 2 and coverage(k + 1) >= confidence:
+        k += 1
+    return ordered[k - 1], ordered[n - k], coverage(k)
 
 
 def _round_ratios(runs: list[dict], ref_runs: list[dict] | None, field: str) -> list[float]:
@@ -97,9 +122,26 @@ def evaluate_goals(result: dict) -> list[dict]:
                   for name in (target, "twemproxy")]
             rounds = _round_ratios(ok[0], ok[1], base) or None
         met = None if value is None else (value >= bound if op == ">=" else value <= bound)
+        interval = median_interval(rounds) if rounds else None
         goals.append({"figure": figure, "target": f"{op} {bound:g}", "measured": value,
-                      "rounds": rounds, "met": met})
+                      "rounds": rounds, "interval": interval, "met": met,
+                      "verdict": _verdict(met, interval, op, bound)})
     return goals
+
+
+def _verdict(met: bool | None, interval: tuple[float, float, float] | None, op: str,
+             bound: float) -> str:
+    """met / missed by the median, and whether the interval of the median says the same
+    or straddles the target (the rounds moved by more than the distance to it)."""
+    if met is None:
+        return "not measured"
+    word = "yes" if met else "**no**"
+    if interval is None:
+        return word
+    low, high, _ = interval
+    sure = (low >= bound if op == ">=" else high <= bound) if met else \
+        (high < bound if op == ">=" else low > bound)
+    return word if sure else f"{word} (the interval straddles {bound:g})"
 
 
 # --------------------------------------------------------------------------- output
@@ -176,18 +218,41 @@ def markdown(result: dict) -> str:
         lines.append("")
     if result.get("goals"):
         lines += ["### The issue's targets", "",
-                  "Measured: the median over rounds; each round's own ratio beside it.", "",
-                  "| figure | target | measured | per round | met |",
-                  "|---|---|---|---|---|"]
+                  "Measured: the median over rounds; each round's own ratio beside it, and "
+                  "the interval that holds the median with the coverage given (from the "
+                  "rounds' order statistics; more rounds, narrower).", "",
+                  "| figure | target | measured | interval | per round | met |",
+                  "|---|---|---|---|---|---|"]
         for goal in result["goals"]:
-            met = {True: "yes", False: "**no**", None: "not measured"}[goal["met"]]
+            met = goal.get("verdict") or {True: "yes", False: "**no**",
+                                          None: "not measured"}[goal["met"]]
             rounds = ", ".join(f"{r:.2f}" for r in goal.get("rounds") or []) or "—"
+            interval = goal.get("interval")
+            within = (f"{interval[0]:.2f} to {interval[1]:.2f} ({interval[2]:.0%})"
+                      if interval else "—")
             lines.append(f"| {goal['figure']} | {goal['target']} "
-                         f"| {_fmt(goal['measured'], '{:.2f}')} | {rounds} | {met} |")
+                         f"| {_fmt(goal['measured'], '{:.2f}')} | {within} | {rounds} | {met} |")
         lines.append("")
+    steal = steal_figures(result)
+    if steal:
+        lines += [f"The hypervisor took {steal[0]:.0%} of this machine's CPU time in the "
+                  f"median run (steal, /proc/stat), {steal[1]:.0%} in the worst. "
+                  "Steal slows whichever target runs at that moment: where it is more than "
+                  "a few percent, single rounds move a lot, and only the intervals above say "
+                  "how far the medians can be trusted.", ""]
     if result["meta"].get("notes"):
         lines += ["Notes:", *[f"- {note}" for note in result["meta"]["notes"]], ""]
     return "\n".join(lines)
+
+
+def steal_figures(result: dict) -> tuple[float, float] | None:
+    """(median, highest) steal share over every measured run of the result; None when
+    no run recorded one."""
+    shares = [row["steal_share"]
+              for section in (*result.get("loads", []), result.get("open_loop") or {})
+              for rows in section.get("runs", {}).values() for row in rows
+              if row.get("steal_share") is not None]
+    return (statistics.median(shares), max(shares)) if shares else None
 
 
 def report_generator_cost(summary: dict[str, dict]) -> float | None:

@@ -6,8 +6,9 @@
 
 Starts its own redis-server, a twemproxy (nutcracker) in front of it, and cachecloak with
 encryption and hashing on and with both off (pure proxying), each also with `--workers 2`
-where `cachecloak run` has that option.  Then, in rounds (A B A B ...: every target gets
-each load once per round, so drift of a shared machine hits all of them alike):
+where `cachecloak run` has that option.  Then, in rounds (every target gets each load
+once per round, in the reverse order every other round: A B, B A, ...; so drift of a
+shared machine, and the place in a round, hit all of them alike):
 
 1. redis-benchmark GET and SET, random keys, 50 clients, pipeline 1 and 16, 100 B and
    4 KiB values (closed loop): requests/s, p50/p99, CPU seconds per million requests of
@@ -61,7 +62,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     "(see bench/run.py and the README's Benchmark section).")
     p.add_argument("--quick", action="store_true",
                    help="few requests, one round, short open loop: checks that it all works")
-    p.add_argument("--rounds", type=int, help="A B A B rounds (default 2; --quick 1)")
+    p.add_argument("--rounds", type=int,
+                   help="rounds, A B then B A (default 2; --quick 1; 5 or more for figures "
+                        "to quote)")
     p.add_argument("--only", help="comma-separated target names, from: "
                    + ", ".join(ALL_TARGETS).replace("{n}", "N"))
     p.add_argument("--workers", type=int, default=2,
@@ -121,6 +124,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if set(args.tests) - {"get", "set"}:
         p.error("--tests: use get, set or get,set")
     return args
+
+
+def _steal_text(row: dict) -> str:
+    """", steal 12%" when the hypervisor took a visible share of the machine in a run."""
+    steal = row.get("steal_share")
+    return f", steal {steal:.0%}" if steal is not None and steal >= 0.005 else ""
 
 
 def _version(cmd: list[str]) -> str:
@@ -216,17 +225,26 @@ class Harness:
                 keyspace.fill(target.port, self.args.keyspace, size)
                 done.add(target.keyspace)
 
+    def in_order(self, round_: int) -> list[Target]:
+        """The targets in the order of this round: as started in odd rounds, reversed in
+        even ones (A B, then B A), so that whatever the position in a round does (the run
+        before, a machine that slows down as a round goes on) falls on each target alike
+        and cancels out in the ratios."""
+        return self.targets if round_ % 2 else self.targets[::-1]
+
     def measured(self, target: Target, action: Callable[[], dict], requests: int | None
                  ) -> dict:
         """Run action with the target's CPU and peak RSS accounted; errors are recorded."""
         procstat.reset_peak_rss(target.pid)
         cpu0, rcpu0 = procstat.cpu_seconds(target.pid), procstat.cpu_seconds(self.redis.proc.pid)
+        machine0 = procstat.machine_ticks()
         try:
             row = action()
         except (subprocess.SubprocessError, OSError, ValueError, RuntimeError) as exc:
             return {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
         cpu = procstat.cpu_seconds(target.pid) - cpu0
         rcpu = procstat.cpu_seconds(self.redis.proc.pid) - rcpu0
+        row.update(procstat.machine_shares(machine0, procstat.machine_ticks()))
         requests = requests or row.get("sent")
         row["cpu_s"] = cpu
         row["cpu_s_per_M"] = cpu / requests * 1e6 if requests else None
@@ -249,7 +267,7 @@ class Harness:
                 load.key: {t.name: [] for t in self.targets} for load in size_loads}
             for round_ in range(1, a.rounds + 1):
                 for load in size_loads:
-                    for target in self.targets:
+                    for target in self.in_order(round_):
                         row = self.measured(target, lambda t=target, ld=load: redisbench.run(
                             t.port, ld, a.load_timeout), load.requests)
                         row["round"] = round_
@@ -257,7 +275,8 @@ class Harness:
                         self.log(f"round {round_} {load.label:13} {target.name:24} "
                                  + (row["error"] if "error" in row else
                                     f"{row['rps']:>11,.0f}/s p99 {row['p99_ms'] or 0:.3f} ms "
-                                    f"cpu {row['cpu_s_per_M'] or 0:.1f} s/M"))
+                                    f"cpu {row['cpu_s_per_M'] or 0:.1f} s/M"
+                                    f"{_steal_text(row)}"))
             for load in size_loads:
                 loads.append({
                     "key": load.key, "label": load.label, "test": load.test,
@@ -266,7 +285,8 @@ class Harness:
                     "runs": runs[load.key],
                     "summary": report.summarise_runs(
                         runs[load.key], ["rps", "p50_ms", "p99_ms", "cpu_s_per_M",
-                                         "redis_cpu_s_per_M", "peak_rss_kib"], "rps")})
+                                         "redis_cpu_s_per_M", "peak_rss_kib",
+                                         "steal_share"], "rps")})
         return loads
 
     def open_loop_rate(self, loads: list[dict]) -> tuple[float, str]:
@@ -304,7 +324,7 @@ class Harness:
         self.fill(a.open_loop_size)
         runs: dict[str, list[dict]] = {t.name: [] for t in self.targets}
         for round_ in range(1, a.rounds + 1):
-            for target in self.targets:
+            for target in self.in_order(round_):
                 row = self.measured(
                     target, lambda t=target, r=round_: openloop.run(t.port, load, r), None)
                 row["round"] = round_
@@ -315,11 +335,12 @@ class Harness:
                     row["error"] if "error" in row else
                     f"p50 {row['p50_ms'] or 0:.3f} p99 {row['p99_ms'] or 0:.3f} "
                     f"p99.9 {row['p999_ms'] or 0:.3f} ms, send lag p99 "
-                    f"{row['send_lag_p99_ms'] or 0:.3f} ms, {row['failures']} failed"))
+                    f"{row['send_lag_p99_ms'] or 0:.3f} ms, {row['failures']} failed"
+                    f"{_steal_text(row)}"))
         summary = report.summarise_runs(
             runs, ["completed_rps", "p50_ms", "p99_ms", "p999_ms", "service_p99_ms",
                    "send_lag_p99_ms", "failures", "cpu_s_per_M", "peak_rss_kib",
-                   "generator_cpu_s_per_M"],
+                   "generator_cpu_s_per_M", "steal_share"],
             "p99_ms", ratio_prefix="p99_")
         return {"load": load.__dict__, "rate_basis": basis, "runs": runs, "summary": summary}
 

@@ -186,5 +186,70 @@ def test_targets_table_gives_each_rounds_ratio_beside_the_median():
     assert goal["rounds"] == [0.9, 0.5, 0.7]
     assert goal["measured"] == 0.7  # the median of the rounds' ratios
     assert goal["met"] is False
+    # three rounds: the interval is their range, which holds the median 75% of the time,
+    # and it straddles 0.85, so the miss is not a sure one
+    assert goal["interval"] == (0.5, 0.9, 0.75)
+    assert goal["verdict"] == "**no** (the interval straddles 0.85)"
+    table = report.markdown({"meta": {"stamp": "s", "summary": "x"}, "targets": [],
+                             "goals": [goal]})
+    assert ("| 0.70 | 0.50 to 0.90 (75%) | 0.90, 0.50, 0.70 "
+            "| **no** (the interval straddles 0.85) |") in table
     memory = next(g for g in report.evaluate_goals(result) if "memory" in g["figure"])
     assert memory["rounds"] is None and memory["met"] is None
+
+
+def test_median_interval_is_the_sign_tests_order_statistics():
+    from bench.report import median_interval
+
+    # nine values: [x(2), x(8)] holds the median with 1 - 2 (1 + 9) / 512 = 96.1%
+    low, high, coverage = median_interval([9, 1, 8, 2, 7, 3, 6, 4, 5])
+    assert (low, high) == (2, 8)
+    assert coverage == 1 - 2 * 10 / 512
+    # five values cannot reach 95%: the range, with the 93.75% it gives
+    assert median_interval([0.74, 1.05, 0.85, 0.76, 0.79]) == (0.74, 1.05, 0.9375)
+    # twenty values: [x(6), x(15)], 95.9%
+    low, high, coverage = median_interval(list(range(20)))
+    assert (low, high) == (5, 14) and 0.95 <= coverage < 0.96
+    assert median_interval([]) is None
+
+
+@pytest.mark.parametrize(("rounds", "verdict"), [
+    ([0.9, 0.95, 0.88, 0.91, 0.93], "yes"),
+    ([0.9, 0.95, 0.80, 0.91, 0.86], "yes (the interval straddles 0.85)"),
+    ([0.8, 0.84, 0.70, 0.95, 0.79], "**no** (the interval straddles 0.85)"),
+    ([0.8, 0.84, 0.70, 0.83, 0.79], "**no**"),
+])
+def test_a_goal_is_sure_only_when_its_whole_interval_is_on_one_side(rounds, verdict):
+    from bench import report
+
+    twem = [{"round": n, "rps": 100.0} for n in range(1, len(rounds) + 1)]
+    ours = [{"round": n, "rps": 100.0 * r} for n, r in enumerate(rounds, 1)]
+    load_runs = {"twemproxy": twem, "cachecloak-encrypted": ours}
+    result = {"loads": [{"key": "set-p1-100", "runs": load_runs,
+                         "summary": report.summarise_runs(load_runs, ["rps"], "rps")}]}
+    goal = next(g for g in report.evaluate_goals(result)
+                if g["figure"].startswith("encrypted, pipeline 1, SET 100 B"))
+    assert goal["verdict"] == verdict
+
+
+def test_machine_shares_split_the_ticks_between_work_idle_and_steal():
+    from bench import procstat
+
+    before = {"busy": 1000, "idle": 500, "steal": 10}
+    after = {"busy": 1600, "idle": 800, "steal": 110}
+    assert procstat.machine_shares(before, after) == {
+        "busy_share": 0.6, "idle_share": 0.3, "steal_share": 0.1}
+    assert procstat.machine_shares({}, after) == {}
+    assert procstat.machine_shares(after, after) == {}
+    now = procstat.machine_ticks()  # this machine's own /proc/stat
+    assert set(now) == {"busy", "idle", "steal"} and now["busy"] > 0
+
+
+def test_rounds_alternate_the_order_of_the_targets():
+    from bench.run import Harness, parse_args
+
+    harness = Harness(parse_args(["--quick"]))
+    harness.targets = ["redis", "twemproxy", "cachecloak-encrypted"]
+    assert harness.in_order(1) == ["redis", "twemproxy", "cachecloak-encrypted"]
+    assert harness.in_order(2) == ["cachecloak-encrypted", "twemproxy", "redis"]
+    assert harness.in_order(3) == harness.in_order(1)
