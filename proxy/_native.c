@@ -2340,13 +2340,14 @@ typedef struct {
     PyObject_HEAD
     PyObject *reader, *slots, *route, *cache, *one, *stats, *io, *transport, *backlog, *out;
     PyObject *db, *proto, *authenticated, *multi, *capture;
-    PyObject *closing, *closed, *paused, *write_paused, *blocked, *batched, *last_active;
+    PyObject *closing, *closed, *paused, *write_paused, *blocked, *batched;
+    double last_active; /* time.monotonic() of the last read: a float, made on request */
 } ClientCoreObject;
 
 #define CLIENT_OBJECT_FIELDS(X) \
     X(reader) X(slots) X(route) X(cache) X(one) X(stats) X(io) X(transport) X(backlog) \
     X(out) X(db) X(proto) X(authenticated) X(multi) X(capture) X(closing) X(closed) \
-    X(paused) X(write_paused) X(blocked) X(batched) X(last_active)
+    X(paused) X(write_paused) X(blocked) X(batched)
 
 GC_FIELD_FUNCTIONS(ClientCore, ClientCoreObject, CLIENT_OBJECT_FIELDS)
 
@@ -2475,9 +2476,7 @@ static PyObject *ClientCore_buffer_updated(ClientCoreObject *self, PyObject *nby
     if (closing != 0) return closing < 0 ? NULL : Py_NewRef(Py_None);
     Py_ssize_t n = PyLong_AsSsize_t(nbytes);
     if (n == -1 && PyErr_Occurred()) return NULL;
-    PyObject *now = PyFloat_FromDouble(monotonic_seconds());
-    if (!now) return NULL;
-    Py_XSETREF(self->last_active, now);
+    self->last_active = monotonic_seconds();
     if (count_io(self->io, s_received, n) < 0) return NULL;
     PyObject *commands = Py_IS_TYPE(self->reader, &ParserType)
                              ? Parser_feed((ParserObject *)self->reader, nbytes)
@@ -2678,7 +2677,7 @@ static PyMemberDef ClientCore_members[] = {
     CLIENT_MEMBER("_write_paused", write_paused)
     CLIENT_MEMBER("_blocked", blocked)
     CLIENT_MEMBER("_batched", batched)
-    CLIENT_MEMBER("last_active", last_active)
+    {"last_active", T_DOUBLE, offsetof(ClientCoreObject, last_active), 0, NULL},
     {NULL},
 };
 

@@ -222,3 +222,25 @@ def test_a_read_of_one_command_is_not_forwarded_before_auth_or_inside_multi(
         assert _redis_gets(redis_server) == before + 1
         assert raw.call("EXEC") == b"*1\r\n$-1\r\n"
     assert _redis_gets(redis_server) == before + 2
+
+
+def _idle_of(raw: RawClient, name: str) -> int:
+    raw.send_raw(encode_command(("CLIENT", "LIST")))
+    listing = raw.read_reply()
+    line = next(x for x in listing.split(b"\n") if b" name=" + name.encode() + b" " in x)
+    return int(line.split(b" idle=")[1].split(b" ")[0])
+
+
+def test_a_read_on_the_c_path_makes_the_connection_active_again(proxy):
+    """CLIENT LIST's idle= counts from the connection's last read; a read of one simple
+    command (the C path, which keeps that time as a C double) resets it as Python's does."""
+    with RawClient(proxy.port) as quiet, RawClient(proxy.port) as watcher:
+        quiet.send_raw(encode_command(("CLIENT", "SETNAME", "quiet-one")))
+        assert quiet.read_reply() == b"+OK\r\n"
+        deadline = time.monotonic() + 10
+        while _idle_of(watcher, "quiet-one") < 2:
+            assert time.monotonic() < deadline, "idle= never reached 2 seconds"
+            time.sleep(0.25)
+        quiet.send_raw(encode_command(("GET", "idle:key")))  # one simple command: C's
+        assert quiet.read_reply() == b"$-1\r\n"
+        assert _idle_of(watcher, "quiet-one") == 0
