@@ -322,14 +322,67 @@ def chart(result: dict, path: Path) -> str | None:
     return None
 
 
+def pool(results: list[dict]) -> dict:
+    """Several runs' results as one run of all their rounds, for the goals table.
+
+    Each run's rounds stay paired as they were measured (a target's ratio is still taken
+    against twemproxy's figure of the same round of the same run); they are numbered on,
+    run after run, and the medians, ratios and intervals are taken over all of them.
+    Loads and targets that not every run has are dropped.  Pool only runs of the same
+    proxy code and loads: the note lists each run's commit and command.
+    """
+    if not results:
+        raise ValueError("no result to pool")
+    keys = set.intersection(*({load["key"] for load in r.get("loads", [])} for r in results))
+    names = set.intersection(*({t["name"] for t in r["targets"]} for r in results))
+    loads, offset = {}, 0
+    for r in results:
+        for load in r.get("loads", []):
+            if load["key"] not in keys:
+                continue
+            merged = loads.setdefault(load["key"], {**load, "runs": {n: [] for n in names}})
+            for name in names:
+                merged["runs"][name] += [{**row, "round": row["round"] + offset}
+                                         for row in load["runs"].get(name, [])]
+        offset += r["meta"]["options"]["rounds"]
+    first = results[0]
+    pooled_loads = []
+    for load in first.get("loads", []):  # in the first run's order
+        if load["key"] in loads:
+            merged = loads[load["key"]]
+            merged["summary"] = summarise_runs(
+                merged["runs"], ["rps", "p50_ms", "p99_ms", "cpu_s_per_M", "redis_cpu_s_per_M",
+                                 "peak_rss_kib", "steal_share"], "rps")
+            pooled_loads.append(merged)
+    runs = [f"{r['meta']['stamp']} ({r['meta']['versions']['cachecloak']}: "
+            f"{r['meta']['command']})" for r in results]
+    result = {
+        "meta": {"stamp": "pooled", "summary": f"{offset} rounds of {len(results)} runs",
+                 "notes": ["pooled: " + "; ".join(runs)]},
+        "targets": [t for t in first["targets"] if t["name"] in names],
+        "loads": pooled_loads,
+    }
+    result["goals"] = [g for g in evaluate_goals(result) if g["measured"] is not None]
+    return result
+
+
 def main() -> int:
     """`python -m bench.report RESULT.json`: write its .md and .png again (after a change
-    to the tables or the chart), and print the tables."""
+    to the tables or the chart), and print the tables.  `--pool A.json B.json ...`: print
+    the closed-loop goals over all the rounds of several runs of the same code."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
-    parser.add_argument("result", type=Path)
+    parser.add_argument("result", type=Path, nargs="+")
+    parser.add_argument("--pool", action="store_true",
+                        help="pool the rounds of the runs given; print, write nothing")
     args = parser.parse_args()
+    if args.pool:
+        print(markdown(pool([json.loads(p.read_text()) for p in args.result])))
+        return 0
+    if len(args.result) > 1:
+        parser.error("one result at a time, or --pool")
+    args.result = args.result[0]
     result = json.loads(args.result.read_text())
     result["goals"] = evaluate_goals(result)  # with this version's columns
     text = markdown(result)

@@ -253,3 +253,25 @@ def test_rounds_alternate_the_order_of_the_targets():
     assert harness.in_order(1) == ["redis", "twemproxy", "cachecloak-encrypted"]
     assert harness.in_order(2) == ["cachecloak-encrypted", "twemproxy", "redis"]
     assert harness.in_order(3) == harness.in_order(1)
+
+
+def test_pooled_runs_keep_each_rounds_pairs_and_take_the_median_over_all():
+    from bench import report
+
+    def result(stamp, ours, twem):
+        runs = {"twemproxy": [{"round": n, "rps": r} for n, r in enumerate(twem, 1)],
+                "cachecloak-encrypted": [{"round": n, "rps": r} for n, r in enumerate(ours, 1)]}
+        return {"meta": {"stamp": stamp, "command": "python -m bench", "options": {"rounds": 2},
+                         "versions": {"cachecloak": "abc"}},
+                "targets": [{"name": "twemproxy", "title": "twemproxy"},
+                            {"name": "cachecloak-encrypted", "title": "enc"}],
+                "loads": [{"key": "get-p1-100", "label": "GET P1 100 B", "runs": runs}]}
+
+    # run a: ratios 0.9, 0.5; run b: 0.8, 1.0 (its twemproxy round 1 is slow)
+    pooled = report.pool([result("a", [90.0, 50.0], [100.0, 100.0]),
+                          result("b", [80.0, 100.0], [100.0, 100.0])])
+    (goal,) = [g for g in pooled["goals"] if "GET 100 B" in g["figure"]]
+    assert goal["rounds"] == [0.9, 0.5, 0.8, 1.0]  # each against its own round's twemproxy
+    assert goal["measured"] == 0.85
+    assert pooled["meta"]["summary"] == "4 rounds of 2 runs"
+    assert "pooled: a (abc: python -m bench); b (abc: python -m bench)" in pooled["meta"]["notes"]
