@@ -272,6 +272,6 @@ def test_pooled_runs_keep_each_rounds_pairs_and_take_the_median_over_all():
                           result("b", [80.0, 100.0], [100.0, 100.0])])
     (goal,) = [g for g in pooled["goals"] if "GET 100 B" in g["figure"]]
     assert goal["rounds"] == [0.9, 0.5, 0.8, 1.0]  # each against its own round's twemproxy
-    assert goal["measured"] == 0.85
+    assert goal["measured"] == pytest.approx(0.85)
     assert pooled["meta"]["summary"] == "4 rounds of 2 runs"
     assert "pooled: a (abc: python -m bench); b (abc: python -m bench)" in pooled["meta"]["notes"]
