@@ -35,6 +35,10 @@ GOALS = [
 ]
 
 
+# The figures a closed-loop load's summary gives per target (medians over rounds).
+CLOSED_LOOP_FIELDS = ["rps", "p50_ms", "p99_ms", "cpu_s_per_M", "redis_cpu_s_per_M",
+                      "peak_rss_kib", "steal_share"]
+
 # Send lag p99 above this share of a target's p99: the generator, not only the target, was
 # slow, and the open-loop p99 of that target is not to be trusted.
 LATE_GENERATOR_SHARE = 0.5
@@ -350,9 +354,7 @@ def pool(results: list[dict]) -> dict:
     for load in first.get("loads", []):  # in the first run's order
         if load["key"] in loads:
             merged = loads[load["key"]]
-            merged["summary"] = summarise_runs(
-                merged["runs"], ["rps", "p50_ms", "p99_ms", "cpu_s_per_M", "redis_cpu_s_per_M",
-                                 "peak_rss_kib", "steal_share"], "rps")
+            merged["summary"] = summarise_runs(merged["runs"], CLOSED_LOOP_FIELDS, "rps")
             pooled_loads.append(merged)
     runs = [f"{r['meta']['stamp']} ({r['meta']['versions']['cachecloak']}: "
             f"{r['meta']['command']})" for r in results]

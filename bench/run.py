@@ -283,10 +283,8 @@ class Harness:
                     "pipeline": load.pipeline, "size": load.size, "clients": load.clients,
                     "requests": load.requests, "keyspace": load.keyspace,
                     "runs": runs[load.key],
-                    "summary": report.summarise_runs(
-                        runs[load.key], ["rps", "p50_ms", "p99_ms", "cpu_s_per_M",
-                                         "redis_cpu_s_per_M", "peak_rss_kib",
-                                         "steal_share"], "rps")})
+                    "summary": report.summarise_runs(runs[load.key],
+                                                     report.CLOSED_LOOP_FIELDS, "rps")})
         return loads
 
     def open_loop_rate(self, loads: list[dict]) -> tuple[float, str]:

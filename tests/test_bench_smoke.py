@@ -267,7 +267,7 @@ def test_pooled_runs_keep_each_rounds_pairs_and_take_the_median_over_all():
                             {"name": "cachecloak-encrypted", "title": "enc"}],
                 "loads": [{"key": "get-p1-100", "label": "GET P1 100 B", "runs": runs}]}
 
-    # run a: ratios 0.9, 0.5; run b: 0.8, 1.0 (its twemproxy round 1 is slow)
+    # run a: ratios 0.9, 0.5; run b: 0.8, 1.0
     pooled = report.pool([result("a", [90.0, 50.0], [100.0, 100.0]),
                           result("b", [80.0, 100.0], [100.0, 100.0])])
     (goal,) = [g for g in pooled["goals"] if "GET 100 B" in g["figure"]]
