@@ -103,6 +103,14 @@ static PyObject *queue_popleft(PyObject *queue) {
     return PyObject_CallMethodNoArgs(queue, s_popleft);
 }
 
+/* queue[0], a new reference, in *head: 1; 0 when the queue is empty; -1 on an error. */
+static int queue_head(PyObject *queue, PyObject **head) {
+    Py_ssize_t left = PyObject_Size(queue);
+    if (left <= 0) return left < 0 ? -1 : 0;
+    *head = PySequence_GetItem(queue, 0);
+    return *head ? 1 : -1;
+}
+
 /* 1 when `o` is true, 0 when false, -1 on an error (the common objects without a call). */
 static inline int truth(PyObject *o) {
     if (o == Py_False || o == Py_None) return 0;
@@ -1623,19 +1631,17 @@ static PyObject *ReplyReader_take(ReplyReaderObject *self, PyObject *const *args
  * entry, `stat.finish(t0, data)`), pop it, and append its client to `touched` unless it
  * is already the last one there.  Stops at the first waiter that is not a Single or
  * whose reply is not one for C: the connection's Python loop takes that one. */
+static PyObject *s_finish; /* "finish", interned at module init */
+
 static Py_ssize_t take_singles(ReplyReaderObject *self, PyObject *waiters, PyObject *touched) {
-    static PyObject *finish_name = NULL;
-    if (!finish_name) {
-        finish_name = PyUnicode_InternFromString("finish");
-        if (!finish_name) return -1;
-    }
     Py_ssize_t taken = 0;
     for (;;) {
-        Py_ssize_t left = PyObject_Size(waiters);
-        if (left < 0) return -1;
-        if (left == 0) break;
-        PyObject *head = PySequence_GetItem(waiters, 0);
-        if (!head) return -1;
+        PyObject *head;
+        int found = queue_head(waiters, &head);
+        if (found <= 0) {
+            if (found < 0) return -1;
+            break;
+        }
         if (!PyObject_TypeCheck(head, &SingleType)) {
             Py_DECREF(head);
             break;
@@ -1668,7 +1674,7 @@ static Py_ssize_t take_singles(ReplyReaderObject *self, PyObject *waiters, PyObj
         }
         if (single->stat && single->stat != Py_None) {
             PyObject *done = PyObject_CallMethodObjArgs(
-                single->stat, finish_name, single->t0 ? single->t0 : Py_None, part, NULL);
+                single->stat, s_finish, single->t0 ? single->t0 : Py_None, part, NULL);
             if (!done) {
                 Py_DECREF(head);
                 return -1;
@@ -1693,10 +1699,9 @@ static PyObject *batch_in_c, *batch_parts, *batch_kinds, *batch_ctxs, *batch_pro
  * many replies it took (0: not such a batch, or its next reply is not one for C), or -1
  * with an exception set. */
 static Py_ssize_t take_batch(ReplyReaderObject *self, PyObject *waiters, PyObject *touched) {
-    Py_ssize_t left = PyObject_Size(waiters);
-    if (left <= 0) return left;
-    PyObject *head = PySequence_GetItem(waiters, 0);
-    if (!head) return -1;
+    PyObject *head;
+    int found = queue_head(waiters, &head);
+    if (found <= 0) return found;
     Py_ssize_t taken = 0;
     PyObject *in_c = NULL, *parts = NULL, *kinds = NULL, *ctxs = NULL, *proto = NULL,
              *gcm = NULL, *db = NULL, *count = NULL, *client = NULL;
@@ -2520,12 +2525,10 @@ fail:
 /* The head of the reply queue when it is a Single with no multi-step turn to start:
  * a new reference, or NULL (no error) for anything else. */
 static PyObject *single_head(ClientCoreObject *self, int *empty) {
-    Py_ssize_t left = PyObject_Size(self->slots);
-    if (left < 0) return NULL;
-    *empty = left == 0;
-    if (left == 0) return NULL;
-    PyObject *head = PySequence_GetItem(self->slots, 0);
-    if (!head) return NULL;
+    PyObject *head;
+    int found = queue_head(self->slots, &head);
+    *empty = found == 0;
+    if (found <= 0) return NULL;
     if (!PyObject_TypeCheck(head, &SingleType) ||
         (((SingleObject *)head)->start && ((SingleObject *)head)->start != Py_None)) {
         Py_DECREF(head);
@@ -2716,6 +2719,7 @@ static int intern_client_names(void) {
     INTERN(s_writelines, "writelines")
     INTERN(s_replies_read, "_replies_read")
     INTERN(s_client_flush, "flush")
+    INTERN(s_finish, "finish")
     INTERN(batch_in_c, "in_c")
     INTERN(batch_parts, "parts")
     INTERN(batch_kinds, "kinds")
