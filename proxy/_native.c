@@ -144,6 +144,13 @@ static char *put_header(char *p, char kind, Py_ssize_t n) {
     char digits[24];
     int d = 0;
     *p++ = kind;
+    if (n >= 0 && n < 100) { /* most headers: an argument count, a name's or a key's length */
+        if (n >= 10) *p++ = (char)('0' + n / 10);
+        *p++ = (char)('0' + n % 10);
+        *p++ = '\r';
+        *p++ = '\n';
+        return p;
+    }
     do {
         digits[d++] = (char)('0' + n % 10);
         n /= 10;
@@ -814,6 +821,13 @@ static int strict_ll(const char *p, Py_ssize_t n, long long *out) {
     Py_ssize_t i = negative;
     if (i >= n || p[i] < '1' || p[i] > '9') return 0;
     unsigned long long v = 0;
+    if (n - i <= 18) { /* below 10^18: cannot overflow, no check per digit */
+        for (; i < n; i++) {
+            unsigned digit = (unsigned)(unsigned char)p[i] - '0';
+            if (digit > 9) return 0;
+            v = v * 10 + digit;
+        }
+    }
     for (; i < n; i++) {
         if (p[i] < '0' || p[i] > '9') return 0;
         unsigned long long digit = (unsigned long long)(p[i] - '0');

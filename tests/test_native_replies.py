@@ -148,6 +148,25 @@ def test_any_bytes_read_as_hiredis_reads_them(stream, cuts):
     assert [_comparable(r) for r in ours] == [_comparable(r) for r in theirs]
 
 
+@pytest.mark.parametrize("digits", [
+    # around the 18 digits below which the C parser skips its per-digit overflow check
+    b"99999999999999999", b"999999999999999999", b"1000000000000000000",
+    b"9223372036854775807", b"9223372036854775808", b"18446744073709551615",
+    b"18446744073709551616", b"99999999999999999999", b"100000000000000000000",
+])
+@pytest.mark.parametrize("sign", [b"", b"-"])
+def test_long_integers_read_as_hiredis_reads_them(digits, sign):
+    stream = b":" + sign + digits + b"\r\n"
+    ours = _until_protocol_error(_reader(), stream, [])
+    theirs = _until_protocol_error(hiredis.Reader(), stream, [])
+    assert [_comparable(r) for r in ours] == [_comparable(r) for r in theirs]
+    value = int(sign + digits)
+    if -2**63 <= value < 2**63:
+        assert ours == [value]
+    else:
+        assert ours == ["protocol error"]
+
+
 @pytest.mark.parametrize("stream", [
     b":abc\r\n", b":-0\r\n", b":+5\r\n", b":99999999999999999999\r\n",
     b"$-2\r\n", b"$x\r\n", b"*-2\r\n", b"*1x\r\n", b"!oops\r\n",

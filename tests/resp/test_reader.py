@@ -71,6 +71,11 @@ def test_inline_line_split_across_reads():
     (b"*1\r\n\r\n", "Protocol error: expected '$', got ' '"),  # CR shown as a space
     (b"*99999999999\r\n", "Protocol error: invalid multibulk length"),
     (b"*01\r\n", "Protocol error: invalid multibulk length"),  # Redis's string2ll
+    # 18, 19 and 20 digits: too many arguments, a 64-bit overflow, and one past it
+    (b"*100000000000000000\r\n", "Protocol error: invalid multibulk length"),
+    (b"*9223372036854775808\r\n", "Protocol error: invalid multibulk length"),
+    (b"*18446744073709551616\r\n", "Protocol error: invalid multibulk length"),
+    (b"*1\r\n$1x\r\n", "Protocol error: invalid bulk length"),
     (b"*1\r\n$04\r\nPING\r\n", "Protocol error: invalid bulk length"),
     (b"*1\r\n$-1\r\n", "Protocol error: invalid bulk length"),
     (b'PING "a\r\n', "Protocol error: unbalanced quotes in request"),
