@@ -14,9 +14,10 @@
  * made in between.  Done here in one call each, they cost a fraction of that.
  * Dispatch, reply ordering and everything that decides what a command means stay in
  * Python.  Also here: the upstream reply reader (ReplyReader, hiredis.Reader's results),
- * and the fast path of the simplest commands (Forwarder, Single, ReplyReader.take and
- * take_singles), which does for them what the Python table and decoders would and
- * stops at anything else (tests/test_native_forward.py, tests/test_native_replies.py).
+ * and the fast path of the simplest commands (Forwarder, Single, Batch, ReplyReader.take
+ * and take_singles, ClientCore), which does for them what the Python table and decoders
+ * would and stops at anything else (tests/test_native_forward.py,
+ * tests/test_native_replies.py, tests/test_client_core.py).
  *
  * Must never: log, keep a plaintext after returning, or put a key, a value or key
  * material into an exception message.  Key material lives in OpenSSL contexts and in
@@ -1537,6 +1538,114 @@ static PyTypeObject SingleType = {
     .tp_members = Single_members,
 };
 
+/* ---- a read's run of simple commands: Batch -----------------------------------------
+ *
+ * The reply position of a run of forwarded commands from one read (see
+ * proxy.server.client.PythonBatch, its twin and the reference, for what it is).
+ * proxy.server.client.Batch subclasses it with the Python methods (complete, fail,
+ * _done, take_replies).  Its fields are PythonBatch's attributes; db, proto, count, t0
+ * and in_c are C numbers so that take_batch and ClientCore read them without a call.
+ * Batch(client) is what PythonBatch(client) is; ClientCore makes them itself for a read
+ * of several commands that Forwarder takes (client_batch).
+ */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *client, *decoders, *ctxs, *packed, *parts, *data, *cache, *gcm, *stats,
+        *names, *start, *kinds;
+    Py_ssize_t db, count;
+    double t0;
+    int proto;
+    char in_c;
+} BatchObject;
+
+#define BATCH_OBJECT_FIELDS(X) \
+    X(client) X(decoders) X(ctxs) X(packed) X(parts) X(data) X(cache) X(gcm) X(stats) \
+    X(names) X(start) X(kinds)
+
+GC_FIELD_FUNCTIONS(Batch, BatchObject, BATCH_OBJECT_FIELDS)
+
+#define BATCH_MEMBER(name, type, field, doc) \
+    {name, type, offsetof(BatchObject, field), 0, doc},
+
+static PyMemberDef Batch_members[] = {
+    BATCH_MEMBER("client", T_OBJECT_EX, client, NULL)
+    BATCH_MEMBER("decoders", T_OBJECT_EX, decoders, "each command's reply decoder")
+    BATCH_MEMBER("ctxs", T_OBJECT_EX, ctxs, "each command's stored name")
+    BATCH_MEMBER("packed", T_OBJECT_EX, packed, "the requests for Redis, until submitted")
+    BATCH_MEMBER("parts", T_OBJECT_EX, parts, "the client's bytes of each reply so far")
+    BATCH_MEMBER("data", T_OBJECT_EX, data, "parts, once every reply is there")
+    BATCH_MEMBER("cache", T_OBJECT_EX, cache, NULL)
+    BATCH_MEMBER("gcm", T_OBJECT_EX, gcm, NULL)
+    BATCH_MEMBER("stats", T_OBJECT_EX, stats, NULL)
+    BATCH_MEMBER("names", T_OBJECT_EX, names, "with metrics: each command's name")
+    BATCH_MEMBER("start", T_OBJECT_EX, start, NULL)
+    BATCH_MEMBER("kinds", T_OBJECT_EX, kinds, "each reply's KIND_*")
+    BATCH_MEMBER("db", T_PYSSIZET, db, NULL)
+    BATCH_MEMBER("count", T_PYSSIZET, count, NULL)
+    BATCH_MEMBER("t0", T_DOUBLE, t0, NULL)
+    BATCH_MEMBER("proto", T_INT, proto, NULL)
+    BATCH_MEMBER("in_c", T_BOOL, in_c, NULL)
+    {NULL},
+};
+
+static PyObject *s_stats; /* "stats", interned at module init */
+
+/* A new, empty batch of `type` (Batch or a subclass) for `client`, as PythonBatch's
+ * __init__ makes one; `stats` is the client's (None: no metrics). */
+static PyObject *batch_new(PyTypeObject *type, PyObject *client, PyObject *stats) {
+    BatchObject *self = (BatchObject *)type->tp_alloc(type, 0);
+    if (!self) return NULL;
+    self->client = Py_NewRef(client);
+    self->stats = Py_NewRef(stats);
+    self->data = Py_NewRef(Py_None);
+    self->start = Py_NewRef(Py_None);
+    self->cache = Py_NewRef(Py_None);
+    self->gcm = Py_NewRef(Py_None);
+    self->proto = 2;
+    if (stats != Py_None) {
+        self->t0 = monotonic_seconds(); /* from the read to the replies */
+        self->names = PyList_New(0);
+    } else {
+        self->names = Py_NewRef(Py_None);
+    }
+    self->decoders = PyList_New(0);
+    self->ctxs = PyList_New(0);
+    self->packed = PyList_New(0);
+    self->parts = PyList_New(0);
+    self->kinds = PyByteArray_FromStringAndSize(NULL, 0);
+    if (!self->names || !self->decoders || !self->ctxs || !self->packed || !self->parts ||
+        !self->kinds) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+/* Batch(client) */
+static PyObject *Batch_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    PyObject *client;
+    if (!PyArg_ParseTuple(args, "O:Batch", &client)) return NULL;
+    PyObject *stats = PyObject_GetAttr(client, s_stats);
+    if (!stats) return NULL;
+    PyObject *batch = batch_new(type, client, stats);
+    Py_DECREF(stats);
+    return batch;
+}
+
+static PyTypeObject BatchType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "proxy._native.Batch",
+    .tp_basicsize = sizeof(BatchObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The reply position of a read's run of simple commands (see proxy/_native.c).",
+    .tp_new = Batch_tp_new,
+    .tp_dealloc = (destructor)Batch_dealloc,
+    .tp_traverse = (traverseproc)Batch_traverse,
+    .tp_clear = (inquiry)Batch_clear,
+    .tp_members = Batch_members,
+};
+
 /* The client's bytes for the reply at b[*pos] of a command whose reply is of `kind`
  * (KIND_*), stored under `stored`, as the Python decoder of that kind would make them;
  * *pos moves past it.  NULL without an exception: not one for C (incomplete, an error
@@ -1720,6 +1829,27 @@ static Py_ssize_t take_batch(ReplyReaderObject *self, PyObject *waiters, PyObjec
     PyObject *in_c = NULL, *parts = NULL, *kinds = NULL, *ctxs = NULL, *proto = NULL,
              *gcm = NULL, *db = NULL, *count = NULL, *client = NULL;
     if (PyObject_TypeCheck(head, &SingleType)) goto done; /* take_singles' */
+    if (PyObject_TypeCheck(head, &BatchType)) { /* its fields, without a lookup */
+        BatchObject *b = (BatchObject *)head;
+        if (!b->in_c || !b->parts || !b->kinds || !b->ctxs || !b->gcm || !b->stats ||
+            !b->client || !PyList_Check(b->parts) || !PyByteArray_Check(b->kinds) ||
+            !PyList_Check(b->ctxs) || (b->gcm != Py_None && !PyObject_TypeCheck(b->gcm, &GcmType)))
+            goto done; /* not for C, or not as made: Python's take_replies says what is wrong */
+        taken = reader_take(self, b->parts, b->kinds, b->ctxs, b->proto,
+                            b->gcm == Py_None ? NULL : (GcmObject *)b->gcm, b->db);
+        if (taken <= 0) goto done;
+        if (PyList_GET_SIZE(b->parts) == b->count) {
+            if (b->stats == Py_None) { /* _done without metrics: the parts are the data */
+                Py_XSETREF(b->data, Py_NewRef(b->parts));
+            } else {
+                PyObject *finished = PyObject_CallMethodNoArgs(head, batch__done);
+                if (!finished) goto fail;
+                Py_DECREF(finished);
+            }
+        }
+        client = Py_NewRef(b->client);
+        goto taken;
+    }
     in_c = PyObject_GetAttr(head, batch_in_c);
     if (!in_c) { /* a waiter with no such attribute is not a batch (getattr's default) */
         if (!PyErr_ExceptionMatches(PyExc_AttributeError)) goto fail;
@@ -1753,12 +1883,13 @@ static Py_ssize_t take_batch(ReplyReaderObject *self, PyObject *waiters, PyObjec
         if (!finished) goto fail;
         Py_DECREF(finished);
     }
+    if (!(client = PyObject_GetAttr(head, batch_client))) goto fail;
+taken:
     for (Py_ssize_t i = 0; i < taken; i++) {
         PyObject *popped = queue_popleft(waiters);
         if (!popped) goto fail;
         Py_DECREF(popped);
     }
-    if (!(client = PyObject_GetAttr(head, batch_client))) goto fail;
     Py_ssize_t n = PyList_GET_SIZE(touched);
     if ((n == 0 || PyList_GET_ITEM(touched, n - 1) != client) &&
         PyList_Append(touched, client) < 0)
@@ -1844,6 +1975,8 @@ typedef struct {
     PyObject *namespaces;  /* tuple of bytes, one per logical db */
     GcmObject *gcm;        /* NULL: encryption off, values go as they are */
     PyTypeObject *single;  /* what one() makes: Single or a subclass */
+    PyTypeObject *batch;   /* what ClientCore makes of a read of several: Batch or a
+                            * subclass; NULL: Python makes those */
 } ForwarderObject;
 
 static void Forwarder_dealloc(ForwarderObject *self) {
@@ -1852,18 +1985,25 @@ static void Forwarder_dealloc(ForwarderObject *self) {
     Py_XDECREF(self->namespaces);
     Py_XDECREF(self->gcm);
     Py_XDECREF(self->single);
+    Py_XDECREF(self->batch);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 /* Forwarder(table: dict, hasher: Hasher | None, namespaces: list[bytes], gcm: Gcm | None,
- *           single: type = Single) */
+ *           single: type = Single, batch: type | None = None) */
 static int Forwarder_init(ForwarderObject *self, PyObject *args, PyObject *kwds) {
-    PyObject *table, *hasher, *namespaces, *gcm, *single = (PyObject *)&SingleType;
-    if (!PyArg_ParseTuple(args, "O!OOO|O:Forwarder", &PyDict_Type, &table, &hasher,
-                          &namespaces, &gcm, &single))
+    PyObject *table, *hasher, *namespaces, *gcm, *single = (PyObject *)&SingleType,
+             *batch = Py_None;
+    if (!PyArg_ParseTuple(args, "O!OOO|OO:Forwarder", &PyDict_Type, &table, &hasher,
+                          &namespaces, &gcm, &single, &batch))
         return -1;
     if (!PyType_Check(single) || !PyType_IsSubtype((PyTypeObject *)single, &SingleType)) {
         PyErr_SetString(PyExc_TypeError, "Forwarder: single must be Single or a subclass");
+        return -1;
+    }
+    if (batch != Py_None &&
+        (!PyType_Check(batch) || !PyType_IsSubtype((PyTypeObject *)batch, &BatchType))) {
+        PyErr_SetString(PyExc_TypeError, "Forwarder: batch must be Batch, a subclass or None");
         return -1;
     }
     if ((hasher != Py_None && !PyObject_TypeCheck(hasher, &HasherType)) ||
@@ -1888,6 +2028,7 @@ static int Forwarder_init(ForwarderObject *self, PyObject *args, PyObject *kwds)
     Py_XSETREF(self->gcm, gcm == Py_None ? NULL : (Py_INCREF(gcm), (GcmObject *)gcm));
     Py_INCREF(single);
     Py_XSETREF(self->single, (PyTypeObject *)single);
+    Py_XSETREF(self->batch, batch == Py_None ? NULL : (PyTypeObject *)Py_NewRef(batch));
     return 0;
 }
 
@@ -1981,6 +2122,28 @@ static int forward_one(ForwarderObject *self, PyObject *command, Py_ssize_t db,
     return rc;
 }
 
+/* one()'s work: a new Single, None (a new reference) when Python must take it, or NULL
+ * on a Python error. */
+static PyObject *forwarder_single(ForwarderObject *self, PyObject *command, PyObject *db_obj,
+                                  PyObject *proto_obj, PyObject *client, PyObject *cache) {
+    Py_ssize_t db = PyLong_AsSsize_t(db_obj);
+    if (db == -1 && PyErr_Occurred()) return NULL;
+    long proto = PyLong_AsLong(proto_obj);
+    if (proto == -1 && PyErr_Occurred()) return NULL;
+    if (!forward_db_ok(self, db)) Py_RETURN_NONE;
+    PyObject *request, *stored, *entry;
+    int rc = prepare_one(self, command, db, &request, &stored, &entry);
+    if (rc < 0) return NULL;
+    if (rc == 0) Py_RETURN_NONE;
+    long kind = PyLong_AsLong(PyTuple_GET_ITEM(entry, 3));
+    PyObject *single = single_new(self->single, client, request, stored,
+                                  PyTuple_GET_ITEM(entry, 2), (int)kind, cache,
+                                  self->gcm ? (PyObject *)self->gcm : Py_None, db, (int)proto);
+    Py_DECREF(request);
+    Py_DECREF(stored);
+    return single;
+}
+
 /* one(command, db, proto, client, cache) -> a Single (the Forwarder's `single` type)
  * holding the request, or None when Python must take it: the same work as forward() for
  * a read that holds one command; the Single's reply is opened with the current key. */
@@ -1990,22 +2153,7 @@ static PyObject *Forwarder_one(ForwarderObject *self, PyObject *const *args,
         PyErr_SetString(PyExc_TypeError, "one(command: list, db, proto, client, cache)");
         return NULL;
     }
-    Py_ssize_t db = PyLong_AsSsize_t(args[1]);
-    if (db == -1 && PyErr_Occurred()) return NULL;
-    long proto = PyLong_AsLong(args[2]);
-    if (proto == -1 && PyErr_Occurred()) return NULL;
-    if (!forward_db_ok(self, db)) Py_RETURN_NONE;
-    PyObject *request, *stored, *entry;
-    int rc = prepare_one(self, args[0], db, &request, &stored, &entry);
-    if (rc < 0) return NULL;
-    if (rc == 0) Py_RETURN_NONE;
-    long kind = PyLong_AsLong(PyTuple_GET_ITEM(entry, 3));
-    PyObject *single = single_new(self->single, args[3], request, stored,
-                                  PyTuple_GET_ITEM(entry, 2), (int)kind, args[4],
-                                  self->gcm ? (PyObject *)self->gcm : Py_None, db, (int)proto);
-    Py_DECREF(request);
-    Py_DECREF(stored);
-    return single;
+    return forwarder_single(self, args[0], args[1], args[2], args[3], args[4]);
 }
 
 /* forward(commands, start, db, packed, decoders, ctxs, kinds) -> the index of the first
@@ -2119,11 +2267,13 @@ typedef struct {
 GC_FIELD_FUNCTIONS(UpstreamCore, UpstreamCoreObject, UPSTREAM_OBJECT_FIELDS)
 
 static PyObject *s_ready, *s_submit_one_python, *s_call_soon, *s_write_queued,
-    *s_writelines, *s_replies_read, *s_client_flush, *s_feed;
+    *s_writelines, *s_replies_read, *s_client_flush, *s_feed, *s_submit_packed;
 
 /* client.flush(): ClientCore's directly (defined with it, below). */
 static PyObject *flush_client(PyObject *client);
 static PyTypeObject ClientCoreType;
+
+static int upstream_schedule(UpstreamCoreObject *self);
 
 static PyObject *UpstreamCore_submit_one(UpstreamCoreObject *self, PyObject *const *args,
                                          Py_ssize_t nargs) {
@@ -2148,18 +2298,57 @@ static PyObject *UpstreamCore_submit_one(UpstreamCoreObject *self, PyObject *con
     PyObject *done = queue_append(self->waiters, args[1]);
     if (!done) return NULL;
     Py_DECREF(done);
+    return upstream_schedule(self) < 0 ? NULL : Py_NewRef(Py_None);
+}
+
+/* A READY connection's queue is written at the end of this event-loop iteration, once. */
+static int upstream_schedule(UpstreamCoreObject *self) {
     int scheduled = truth(self->flush_scheduled);
-    if (scheduled < 0) return NULL;
-    if (!scheduled) {
-        Py_XSETREF(self->flush_scheduled, Py_NewRef(Py_True));
-        PyObject *write = PyObject_GetAttr((PyObject *)self, s_write_queued);
-        if (!write) return NULL;
-        done = PyObject_CallMethodOneArg(self->loop, s_call_soon, write);
-        Py_DECREF(write);
-        if (!done) return NULL;
+    if (scheduled != 0) return scheduled < 0 ? -1 : 0;
+    Py_XSETREF(self->flush_scheduled, Py_NewRef(Py_True));
+    PyObject *write = PyObject_GetAttr((PyObject *)self, s_write_queued);
+    if (!write) return -1;
+    PyObject *done = PyObject_CallMethodOneArg(self->loop, s_call_soon, write);
+    Py_DECREF(write);
+    if (!done) return -1;
+    Py_DECREF(done);
+    return 0;
+}
+
+/* UpstreamConnection.submit_packed(packed, waiter, count) followed by its flush(): on a
+ * READY connection, done here (the requests queued, the waiter in the FIFO once per
+ * command, the write scheduled); in any other state, by those two Python methods, which
+ * connect or fail the waiter. */
+static int upstream_submit_packed(UpstreamCoreObject *self, PyObject *packed, PyObject *waiter,
+                                  Py_ssize_t count) {
+    if (self->state != s_ready || !self->waiters || !self->wbuf || !PyList_Check(self->wbuf) ||
+        !self->flush_scheduled || !self->loop || !PyList_Check(packed)) {
+        PyObject *n = PyLong_FromSsize_t(count);
+        if (!n) return -1;
+        PyObject *done = PyObject_VectorcallMethod(
+            s_submit_packed, (PyObject *[]){(PyObject *)self, packed, waiter, n}, 4, NULL);
+        Py_DECREF(n);
+        if (!done) return -1;
+        Py_DECREF(done);
+        done = PyObject_CallMethodNoArgs((PyObject *)self, s_client_flush); /* route.flush() */
+        if (!done) return -1;
+        Py_DECREF(done);
+        return 0;
+    }
+    Py_ssize_t waiting = PyObject_Size(self->waiters);
+    if (waiting < 0) return -1;
+    if (waiting == 0) {
+        PyObject *now = PyFloat_FromDouble(monotonic_seconds());
+        if (!now) return -1;
+        Py_XSETREF(self->last_progress, now);
+    }
+    if (PyList_SetSlice(self->wbuf, PY_SSIZE_T_MAX, PY_SSIZE_T_MAX, packed) < 0) return -1;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *done = queue_append(self->waiters, waiter);
+        if (!done) return -1;
         Py_DECREF(done);
     }
-    Py_RETURN_NONE;
+    return upstream_schedule(self);
 }
 
 static PyObject *UpstreamCore_write_queued(UpstreamCoreObject *self, PyObject *unused) {
@@ -2340,14 +2529,18 @@ static PyTypeObject UpstreamCoreType = {
  * methods can use them without a lookup.  Each method does what its twin does for the
  * case that is most requests at pipeline depth 1, and calls Python for anything else:
  *
- * buffer_updated(n): n bytes were read into the thread's read buffer.  A read holding
- *   one command that Forwarder.one takes, on a connection in its plain state
- *   (authenticated, no MULTI being queued or recorded, no multi-step operation running,
- *   nothing backlogged), is forwarded here; every other read goes, parsed, to
- *   ClientConnection._commands_read(commands).
- * flush(): write the replies that are there, in order.  Replies of Singles are written
- *   here; anything else at the head of the queue, pending output, a connection that is
- *   closing or paused, goes to ClientConnection._flush(), which does it all.
+ * buffer_updated(n): n bytes were read into the thread's read buffer.  On a connection
+ *   in its plain state (authenticated, no MULTI being queued or recorded, no multi-step
+ *   operation running, nothing backlogged), a read holding one command that
+ *   Forwarder.one takes is forwarded here as a Single; a read of several commands, when
+ *   the route is one Redis connection and there are no per-command metrics, has the
+ *   simple commands at its head (those Forwarder takes: usually all) forwarded here as
+ *   one Batch (client_batch).  Every other read, and the rest of a read after the first
+ *   command C does not take, goes, parsed, to ClientConnection._commands_read(commands).
+ * flush(): write the replies that are there, in order.  Replies of Singles and Batches
+ *   are written here; anything else at the head of the queue, pending output, a
+ *   connection that is closing or paused, goes to ClientConnection._flush(), which does
+ *   it all.
  *
  * A state it does not recognise exactly (a field set to something other than what
  * PythonCore sets) sends the work to Python rather than guessing.
@@ -2357,14 +2550,15 @@ static PyTypeObject UpstreamCoreType = {
 
 typedef struct {
     PyObject_HEAD
-    PyObject *reader, *slots, *route, *cache, *one, *stats, *io, *transport, *backlog, *out;
+    PyObject *reader, *slots, *route, *cache, *forwarder, *stats, *io, *transport, *backlog,
+        *out;
     PyObject *db, *proto, *authenticated, *multi, *capture;
     PyObject *closing, *closed, *paused, *write_paused, *blocked, *batched;
     double last_active; /* time.monotonic() of the last read: a float, made on request */
 } ClientCoreObject;
 
 #define CLIENT_OBJECT_FIELDS(X) \
-    X(reader) X(slots) X(route) X(cache) X(one) X(stats) X(io) X(transport) X(backlog) \
+    X(reader) X(slots) X(route) X(cache) X(forwarder) X(stats) X(io) X(transport) X(backlog) \
     X(out) X(db) X(proto) X(authenticated) X(multi) X(capture) X(closing) X(closed) \
     X(paused) X(write_paused) X(blocked) X(batched)
 
@@ -2377,7 +2571,7 @@ static PyObject *s_submit_one, *s_write, *s_error,
 
 /* A field read by the methods below: set in ClientConnection.__init__, never deleted. */
 static inline int client_has(ClientCoreObject *self) {
-    if (self->reader && self->slots && self->route && self->cache && self->one &&
+    if (self->reader && self->slots && self->route && self->cache && self->forwarder &&
         self->stats && self->io && self->transport && self->backlog && self->out &&
         self->db && self->proto && self->authenticated && self->multi && self->capture &&
         self->closing && self->closed && self->paused && self->write_paused &&
@@ -2413,9 +2607,10 @@ static PyObject *call_self(ClientCoreObject *self, PyObject *name) {
 
 static PyObject *ClientCore_flush(ClientCoreObject *self, PyObject *unused);
 
-/* 1: the connection is in the state where a read's one command may take the C path. */
+/* 1: the connection is in the state where a read's commands may take the C path. */
 static int client_plain_state(ClientCoreObject *self, PyObject *commands) {
-    if (self->one == Py_None || PyList_GET_SIZE(commands) != 1) return 0;
+    if (!PyObject_TypeCheck(self->forwarder, &ForwarderType) || PyList_GET_SIZE(commands) == 0)
+        return 0;
     if (self->multi != Py_None || self->capture != Py_None) return 0;
     PyObject *error = Py_IS_TYPE(self->reader, &ParserType)
                           ? Py_NewRef(((ParserObject *)self->reader)->error)
@@ -2431,6 +2626,8 @@ static int client_plain_state(ClientCoreObject *self, PyObject *commands) {
     t = truth(self->authenticated);
     return t;
 }
+
+static int client_check_reading(ClientCoreObject *self);
 
 /* What PythonCore.buffer_updated does after Forwarder.one made `slot` (a Single). */
 static int client_submit(ClientCoreObject *self, PyObject *slot, PyObject *command) {
@@ -2472,6 +2669,12 @@ static int client_submit(ClientCoreObject *self, PyObject *slot, PyObject *comma
         if (!done) return -1;
         Py_DECREF(done);
     }
+    return client_check_reading(self);
+}
+
+/* What PythonCore's read does last: _update_reading() when reading may have to pause. */
+static int client_check_reading(ClientCoreObject *self) {
+    PyObject *done;
     int pause = truth(self->paused);
     if (pause == 0) pause = truth(self->write_paused);
     if (pause == 0) {
@@ -2487,6 +2690,68 @@ static int client_submit(ClientCoreObject *self, PyObject *slot, PyObject *comma
         Py_DECREF(done);
     }
     return 0;
+}
+
+/* A read of several commands in the plain state (client_plain_state), on a connection
+ * to one Redis (an UpstreamCore route), without metrics: what _commands_read does with
+ * the simple commands at its head (those Forwarder takes, usually all of them) and their
+ * batch (_forward_simple, _open_batch, end_batch, route.flush and the checks after).
+ * Returns how many commands it took (0: none, nothing done), or -1 with an exception. */
+static Py_ssize_t client_batch(ClientCoreObject *self, ForwarderObject *forwarder,
+                               PyObject *commands) {
+    Py_ssize_t db = PyLong_AsSsize_t(self->db);
+    long proto = PyLong_AsLong(self->proto);
+    if (PyErr_Occurred()) return -1;
+    if (!forward_db_ok(forwarder, db)) return 0;
+    BatchObject *batch = (BatchObject *)batch_new(forwarder->batch, (PyObject *)self, Py_None);
+    if (!batch) return -1;
+    Py_ssize_t count = PyList_GET_SIZE(commands), taken = 0;
+    for (; taken < count; taken++) {
+        int rc = forward_one(forwarder, PyList_GET_ITEM(commands, taken), db, batch->packed,
+                             batch->decoders, batch->ctxs, batch->kinds);
+        if (rc < 0) goto fail;
+        if (rc == 0) break;
+    }
+    if (taken == 0) {
+        Py_DECREF(batch);
+        return 0;
+    }
+    /* _open_batch's fields.  The cache's reply_gcm is the forwarder's Gcm, and its
+     * replies_in_c is true whenever it has a forwarder (proxy/cache.py). */
+    Py_SETREF(batch->cache, Py_NewRef(self->cache));
+    Py_SETREF(batch->gcm, Py_NewRef(forwarder->gcm ? (PyObject *)forwarder->gcm : Py_None));
+    batch->db = db;
+    batch->proto = (int)proto;
+    batch->in_c = 1;
+    batch->count = taken;
+    /* Its place in the reply order, then to Redis (end_batch). */
+    PyObject *done = queue_append(self->slots, (PyObject *)batch);
+    if (!done) goto fail;
+    Py_DECREF(done);
+    if (taken > 1) {
+        Py_ssize_t batched = PyLong_AsSsize_t(self->batched);
+        if (batched == -1 && PyErr_Occurred()) goto fail;
+        PyObject *sum = PyLong_FromSsize_t(batched + taken - 1);
+        if (!sum) goto fail;
+        Py_SETREF(self->batched, sum);
+    }
+    PyObject *packed = batch->packed;
+    batch->packed = Py_NewRef(Py_None);
+    int rc = upstream_submit_packed((UpstreamCoreObject *)self->route, packed,
+                                    (PyObject *)batch, taken);
+    Py_DECREF(packed);
+    if (rc < 0) goto fail;
+    /* Nothing to write unless the route failed it at once (Redis unavailable). */
+    if (batch->data != Py_None) {
+        done = ClientCore_flush(self, NULL);
+        if (!done) goto fail;
+        Py_DECREF(done);
+    }
+    Py_DECREF(batch);
+    return client_check_reading(self) < 0 ? -1 : taken;
+fail:
+    Py_DECREF(batch);
+    return -1;
 }
 
 static PyObject *ClientCore_buffer_updated(ClientCoreObject *self, PyObject *nbytes) {
@@ -2508,25 +2773,38 @@ static PyObject *ClientCore_buffer_updated(ClientCoreObject *self, PyObject *nby
     }
     int plain = client_plain_state(self, commands);
     if (plain < 0) goto fail;
-    if (plain) {
+    ForwarderObject *forwarder = (ForwarderObject *)self->forwarder;
+    Py_ssize_t count = PyList_GET_SIZE(commands);
+    if (plain && count == 1) {
         /* Pipeline depth 1 is mostly this: one command simple enough for C, hashed,
          * sealed and packed as `forward` would (None: Python takes it below). */
         PyObject *command = PyList_GET_ITEM(commands, 0);
-        PyObject *args[5] = {command, self->db, self->proto, (PyObject *)self, self->cache};
-        PyObject *slot = PyObject_Vectorcall(self->one, args, 5, NULL);
+        PyObject *slot = forwarder_single(forwarder, command, self->db, self->proto,
+                                          (PyObject *)self, self->cache);
         if (!slot) goto fail;
         if (slot != Py_None) {
-            if (!PyObject_TypeCheck(slot, &SingleType)) {
-                Py_DECREF(slot);
-                PyErr_SetString(PyExc_TypeError, "Forwarder.one must return a Single");
-                goto fail;
-            }
             int rc = client_submit(self, slot, command);
             Py_DECREF(slot);
             Py_DECREF(commands);
             return rc < 0 ? NULL : Py_NewRef(Py_None);
         }
         Py_DECREF(slot);
+    } else if (plain && forwarder->batch && self->stats == Py_None &&
+               PyObject_TypeCheck(self->route, &UpstreamCoreType)) {
+        /* Deeper pipelines: the simple commands at the head of the read become one
+         * Batch here; the rest of the read (usually nothing) goes to Python. */
+        Py_ssize_t taken = client_batch(self, forwarder, commands);
+        if (taken < 0) goto fail;
+        if (taken == count) {
+            Py_DECREF(commands);
+            Py_RETURN_NONE;
+        }
+        if (taken > 0) {
+            PyObject *rest = PyList_GetSlice(commands, taken, count);
+            Py_DECREF(commands);
+            if (!rest) return NULL;
+            commands = rest;
+        }
     }
     PyObject *result = PyObject_CallMethodOneArg((PyObject *)self, s_commands_read, commands);
     Py_DECREF(commands);
@@ -2536,19 +2814,41 @@ fail:
     return NULL;
 }
 
-/* The head of the reply queue when it is a Single with no multi-step turn to start:
- * a new reference, or NULL (no error) for anything else. */
-static PyObject *single_head(ClientCoreObject *self, int *empty) {
+/* The head of the reply queue when C writes it: a Single or a Batch (of this module's
+ * types) with no multi-step turn to start.  A new reference, or NULL (no error) for
+ * anything else; *empty says whether the queue was empty. */
+static PyObject *c_head(ClientCoreObject *self, int *empty) {
     PyObject *head;
     int found = queue_head(self->slots, &head);
     *empty = found == 0;
     if (found <= 0) return NULL;
-    if (!PyObject_TypeCheck(head, &SingleType) ||
-        (((SingleObject *)head)->start && ((SingleObject *)head)->start != Py_None)) {
+    PyObject *start = PyObject_TypeCheck(head, &SingleType) ? ((SingleObject *)head)->start
+                      : PyObject_TypeCheck(head, &BatchType) ? ((BatchObject *)head)->start
+                                                              : NULL;
+    if (!start || start != Py_None) {
         Py_DECREF(head);
         return NULL;
     }
     return head;
+}
+
+/* A reply's bytes for the client, gathered in order: the first in *first; from the
+ * second on, all of them in the list *parts. */
+static int gather(PyObject **first, PyObject **parts, PyObject *data) {
+    if (!PyBytes_Check(data)) {
+        PyErr_SetString(PyExc_TypeError, "a reply's data must be bytes");
+        return -1;
+    }
+    if (!*first) {
+        *first = Py_NewRef(data);
+        return 0;
+    }
+    if (!*parts) {
+        *parts = PyList_New(1);
+        if (!*parts) return -1;
+        PyList_SET_ITEM(*parts, 0, Py_NewRef(*first));
+    }
+    return PyList_Append(*parts, data);
 }
 
 /* b"".join(parts) for a list of bytes. */
@@ -2566,6 +2866,8 @@ static PyObject *join_bytes(PyObject *parts) {
     return joined;
 }
 
+#define CLIENT_WRITELINES_PART_BYTES 2048 /* proxy.server.client.WRITELINES_PART_BYTES */
+
 static PyObject *ClientCore_flush(ClientCoreObject *self, PyObject *unused) {
     if (!client_has(self)) return NULL;
     int t = truth(self->closed);
@@ -2576,24 +2878,26 @@ static PyObject *ClientCore_flush(ClientCoreObject *self, PyObject *unused) {
         python = 1;
     if (python < 0) return NULL;
     if (python) return call_self(self, s_flush);
-    /* Pop the Singles whose replies are there, in order. */
+    /* Pop the Singles and Batches whose replies are there, in order. */
     PyObject *first = NULL, *parts = NULL;
+    Py_ssize_t unbatched = 0; /* _batched's share of the batches popped */
     int empty = 0, other = 0;
     for (;;) {
-        PyObject *head = single_head(self, &empty);
+        PyObject *head = c_head(self, &empty);
         if (!head) {
             if (PyErr_Occurred()) goto fail;
             other = !empty; /* something only Python handles is next */
             break;
         }
-        PyObject *data = ((SingleObject *)head)->data;
+        int single = PyObject_TypeCheck(head, &SingleType);
+        PyObject *data = single ? ((SingleObject *)head)->data : ((BatchObject *)head)->data;
         if (!data || data == Py_None) {
             Py_DECREF(head);
             break;
         }
-        if (!PyBytes_Check(data)) {
+        if (!single && !PyList_Check(data)) {
             Py_DECREF(head);
-            PyErr_SetString(PyExc_TypeError, "a reply's data must be bytes");
+            PyErr_SetString(PyExc_TypeError, "a batch's data must be a list");
             goto fail;
         }
         PyObject *popped = queue_popleft(self->slots);
@@ -2602,23 +2906,23 @@ static PyObject *ClientCore_flush(ClientCoreObject *self, PyObject *unused) {
             goto fail;
         }
         Py_DECREF(popped);
-        if (!first) {
-            first = Py_NewRef(data);
+        int rc = 0;
+        if (single) {
+            rc = gather(&first, &parts, data);
         } else {
-            if (!parts) {
-                parts = PyList_New(1);
-                if (!parts) {
-                    Py_DECREF(head);
-                    goto fail;
-                }
-                PyList_SET_ITEM(parts, 0, Py_NewRef(first));
-            }
-            if (PyList_Append(parts, data) < 0) {
-                Py_DECREF(head);
-                goto fail;
-            }
+            unbatched += ((BatchObject *)head)->count - 1;
+            for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(data); i++)
+                rc = gather(&first, &parts, PyList_GET_ITEM(data, i));
         }
         Py_DECREF(head);
+        if (rc < 0) goto fail;
+    }
+    if (unbatched) {
+        Py_ssize_t batched = PyLong_AsSsize_t(self->batched);
+        if (batched == -1 && PyErr_Occurred()) goto fail;
+        PyObject *left = PyLong_FromSsize_t(batched - unbatched);
+        if (!left) goto fail;
+        Py_SETREF(self->batched, left);
     }
     if (other) {
         /* _flush writes what was popped, first, with whatever it takes next. */
@@ -2632,17 +2936,27 @@ static PyObject *ClientCore_flush(ClientCoreObject *self, PyObject *unused) {
         return call_self(self, s_flush);
     }
     if (first) {
-        PyObject *data = first;
-        if (parts) {
+        /* As _flush: one part as it is; large ones as they are (writelines: the
+         * transport keeps the parts, not the list); small ones joined. */
+        PyObject *done = NULL, *data = first, *method = s_write;
+        Py_ssize_t size = PyBytes_GET_SIZE(first);
+        if (parts && size >= CLIENT_WRITELINES_PART_BYTES) {
+            data = parts;
+            method = s_writelines;
+            size = 0;
+            for (Py_ssize_t i = 0; i < PyList_GET_SIZE(parts); i++)
+                size += PyBytes_GET_SIZE(PyList_GET_ITEM(parts, i));
+        } else if (parts) {
             data = join_bytes(parts);
+            if (!data) goto fail;
+            size = PyBytes_GET_SIZE(data);
             Py_DECREF(first);
-            Py_CLEAR(parts);
-            if (!data) return NULL;
+            first = data;
         }
-        PyObject *done = NULL;
-        if (count_io(self->io, s_sent, PyBytes_GET_SIZE(data)) == 0)
-            done = PyObject_CallMethodOneArg(self->transport, s_write, data);
-        Py_DECREF(data);
+        if (count_io(self->io, s_sent, size) == 0)
+            done = PyObject_CallMethodOneArg(self->transport, method, data);
+        Py_DECREF(first);
+        Py_XDECREF(parts);
         if (!done) return NULL;
         Py_DECREF(done);
     }
@@ -2677,7 +2991,7 @@ static PyMemberDef ClientCore_members[] = {
     CLIENT_MEMBER("_slots", slots)
     CLIENT_MEMBER("route", route)
     CLIENT_MEMBER("cache", cache)
-    CLIENT_MEMBER("_one", one)
+    CLIENT_MEMBER("_forwarder", forwarder)
     CLIENT_MEMBER("stats", stats)
     CLIENT_MEMBER("io", io)
     CLIENT_MEMBER("transport", transport)
@@ -2734,6 +3048,8 @@ static int intern_client_names(void) {
     INTERN(s_replies_read, "_replies_read")
     INTERN(s_client_flush, "flush")
     INTERN(s_finish, "finish")
+    INTERN(s_submit_packed, "submit_packed")
+    INTERN(s_stats, "stats")
     INTERN(batch_in_c, "in_c")
     INTERN(batch_parts, "parts")
     INTERN(batch_kinds, "kinds")
@@ -2766,6 +3082,7 @@ PyMODINIT_FUNC PyInit__native(void) {
     if (PyType_Ready(&HasherType) < 0 || PyType_Ready(&GcmType) < 0 ||
         PyType_Ready(&ParserType) < 0 || PyType_Ready(&ReplyReaderType) < 0 ||
         PyType_Ready(&ForwarderType) < 0 || PyType_Ready(&SingleType) < 0 ||
+        PyType_Ready(&BatchType) < 0 ||
         PyType_Ready(&IOStatsType) < 0 || PyType_Ready(&ClientCoreType) < 0 ||
         PyType_Ready(&UpstreamCoreType) < 0 ||
         intern_client_names() < 0 || load_deque() < 0)
@@ -2782,6 +3099,7 @@ PyMODINIT_FUNC PyInit__native(void) {
     Py_INCREF(&ReplyReaderType);
     Py_INCREF(&ForwarderType);
     Py_INCREF(&SingleType);
+    Py_INCREF(&BatchType);
     Py_INCREF(&IOStatsType);
     Py_INCREF(&ClientCoreType);
     Py_INCREF(&UpstreamCoreType);
@@ -2791,11 +3109,14 @@ PyMODINIT_FUNC PyInit__native(void) {
         PyModule_AddObject(m, "ReplyReader", (PyObject *)&ReplyReaderType) < 0 ||
         PyModule_AddObject(m, "Forwarder", (PyObject *)&ForwarderType) < 0 ||
         PyModule_AddObject(m, "Single", (PyObject *)&SingleType) < 0 ||
+        PyModule_AddObject(m, "Batch", (PyObject *)&BatchType) < 0 ||
         PyModule_AddObject(m, "IOStats", (PyObject *)&IOStatsType) < 0 ||
         PyModule_AddObject(m, "ClientCore", (PyObject *)&ClientCoreType) < 0 ||
         PyModule_AddObject(m, "UpstreamCore", (PyObject *)&UpstreamCoreType) < 0 ||
         PyModule_AddIntConstant(m, "CLIENT_MAX_INFLIGHT", CLIENT_MAX_INFLIGHT) < 0 ||
         PyModule_AddIntConstant(m, "UPSTREAM_FEED_BYTES", UPSTREAM_FEED_BYTES) < 0 ||
+        PyModule_AddIntConstant(m, "CLIENT_WRITELINES_PART_BYTES",
+                                CLIENT_WRITELINES_PART_BYTES) < 0 ||
         PyModule_AddIntConstant(m, "KIND_PYTHON", KIND_PYTHON) < 0 ||
         PyModule_AddIntConstant(m, "KIND_VALUE", KIND_VALUE) < 0 ||
         PyModule_AddIntConstant(m, "KIND_STATUS_OR_NIL", KIND_STATUS_OR_NIL) < 0 ||

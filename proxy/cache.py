@@ -221,10 +221,10 @@ def _forwarder(hasher: KeyHasher, sealer: ValueSealer | None):
     if sealer is not None and sealer.native_gcm is None:
         return None
     from proxy.commands import simple_table  # the table is complete once it is imported
-    from proxy.server.client import Single
+    from proxy.server.client import Batch, Single
 
     return native.Forwarder(simple_table(), hasher.native_hasher, hasher.namespaces,
-                            sealer.native_gcm if sealer is not None else None, Single)
+                            sealer.native_gcm if sealer is not None else None, Single, Batch)
 
 
 def _bulk(db: int, stored_key: bytes, blob: bytes) -> bytes:

@@ -12,8 +12,11 @@ Every wait is bounded in time; loopback only.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 
+import hiredis
 import pytest
 
 from proxy.server import client as client_module
@@ -157,6 +160,11 @@ def test_the_upstream_core_queues_in_c_only_when_ready_and_no_route_overrides_it
     for sub in subclasses(conn.UpstreamCore):
         for method in ("submit_one", "buffer_updated", "get_buffer", "_write_queued"):
             assert getattr(sub, method) is getattr(conn.UpstreamCore, method), (sub, method)
+        # ClientCore queues a READY connection's batch itself (upstream_submit_packed):
+        # what these two Python methods do must stay all they do.
+        for method in ("submit_packed", "flush"):
+            assert (getattr(sub, method) is getattr(conn.UpstreamConnection, method)
+                    or sub is conn.UpstreamConnection), (sub, method)
     # The upstream read calls a ClientCore's flush directly, too.
     assert client_module.ClientConnection.flush is client_module.Core.flush
     for sub in subclasses(client_module.ClientConnection):
@@ -244,3 +252,224 @@ def test_a_read_on_the_c_path_makes_the_connection_active_again(proxy):
         quiet.send_raw(encode_command(("GET", "idle:key")))  # one simple command: C's
         assert quiet.read_reply() == b"$-1\r\n"
         assert _idle_of(watcher, "quiet-one") == 0
+
+
+# -- a pipelined read in C (proxy._native.ClientCore's client_batch), in-process ---------
+#
+# One ClientConnection built as the server builds it, its upstream connection connected
+# to the real Redis; only the client's side of the socket is a list that collects what
+# is written, so the test can see which path a read took (a subclass records the reads
+# that reach Python's _commands_read).
+
+
+class _CollectingTransport:
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+        self.writelines_calls = 0
+
+    def write(self, data: bytes) -> None:
+        self.out.append(bytes(data))
+
+    def writelines(self, parts) -> None:
+        self.writelines_calls += 1
+        self.out.extend(bytes(p) for p in parts)
+
+    def get_extra_info(self, name):
+        return None
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _Listener:
+    port = 0
+    password = None
+    unix_path = None
+
+
+class _IO:
+    received = 0
+    sent = 0
+
+
+class _Server:
+    caches: dict = {}
+
+    def io_stats(self, listener):
+        return _IO()
+
+    def command_metrics(self, name):
+        return None
+
+    def admit(self, listener):
+        return True
+
+    def client_connected(self, client):
+        pass
+
+
+class _RecordingConnection(client_module.ClientConnection):
+    __slots__ = ("python_reads",)
+
+    def _commands_read(self, commands):
+        self.python_reads.append([args[0] for args in commands])
+        super()._commands_read(commands)
+
+
+def _in_process_client(redis_server, encrypted: bool):
+    from proxy.backends.redis.connection import READY, UpstreamConnection, UpstreamSettings
+    from proxy.cache import Cache
+    from proxy.crypto import KeyHasher, ValueSealer
+    from proxy.crypto.members import MemberCipher
+
+    loop = asyncio.new_event_loop()
+    settings = UpstreamSettings("127.0.0.1", redis_server.port, username=None, password=None,
+                                db=0, connect_timeout=5, command_timeout=5, label="core")
+    upstream = UpstreamConnection(settings, loop)
+
+    class Backend:
+        description = "one connection"
+
+        def route(self):
+            return upstream
+
+    hashing_key = os.urandom(32) if encrypted else None
+    hasher = KeyHasher("core", hashing_key, b"cc:", True, 16)
+    sealer = ValueSealer(os.urandom(32)) if encrypted else None
+    cache = Cache("core", hasher=hasher, sealer=sealer, on_decrypt_error="miss",
+                  databases=16, backend=Backend(),
+                  members=MemberCipher(hashing_key) if encrypted else None)
+    client = _RecordingConnection(_Server(), _Listener(), cache)
+    client.python_reads = []
+    client.connection_made(_CollectingTransport())
+    assert upstream._start_connect()
+
+    async def connected():
+        deadline = time.monotonic() + 10
+        while upstream.state is not READY:
+            assert time.monotonic() < deadline, upstream._last_error
+            await asyncio.sleep(0.01)
+
+    loop.run_until_complete(connected())
+    return loop, client, upstream
+
+
+def _read(loop, client, commands, replies: int) -> bytes:
+    """Hand the client one read of `commands`, as the event loop does, and run the loop
+    until `replies` replies were written (bounded in time)."""
+    request = b"".join(encode_command(c) for c in commands)
+    view = client.get_buffer(-1)
+    view[:len(request)] = request
+    client.buffer_updated(len(request))
+    transport = client.transport
+
+    async def written():
+        deadline = time.monotonic() + 10
+        while True:
+            data = b"".join(transport.out)
+            reader = hiredis.Reader()
+            reader.feed(data)
+            count = 0
+            while reader.gets() is not False:
+                count += 1
+            if count >= replies:
+                return
+            assert time.monotonic() < deadline, data[-200:]
+            await asyncio.sleep(0.005)
+
+    loop.run_until_complete(written())
+    out = b"".join(transport.out)
+    transport.out.clear()
+    return out
+
+
+@pytest.mark.skipif(native is None, reason="the C path exists only with proxy._native")
+@pytest.mark.parametrize("encrypted", [True, False], ids=["encrypted", "plain"])
+def test_a_pipelined_read_of_simple_commands_is_one_batch_made_in_c(redis_server, encrypted):
+    loop, client, upstream = _in_process_client(redis_server, encrypted)
+    direct = redis_server.client()
+    try:
+        big = "b" * 3000  # replies of WRITELINES_PART_BYTES or more go out as they are
+        commands = [("SET", "pipe:a", "1"), ("SET", "pipe:b", "two"), ("GET", "pipe:a"),
+                    ("GET", "pipe:b"), ("GET", "pipe:missing"), ("SET", "pipe:big", big)]
+        out = _read(loop, client, commands, len(commands))
+        assert out == b"+OK\r\n+OK\r\n$1\r\n1\r\n$3\r\ntwo\r\n$-1\r\n+OK\r\n"
+        assert client.python_reads == []  # all of it in C: one Batch
+        assert not client._slots and client._batched == 0
+
+        # Large replies: joined in C below WRITELINES_PART_BYTES, written as parts above.
+        transport = client.transport
+        before = transport.writelines_calls
+        out = _read(loop, client, [("GET", "pipe:big"), ("GET", "pipe:a")], 2)
+        assert out == b"$3000\r\n" + big.encode() + b"\r\n$1\r\n1\r\n"
+        assert transport.writelines_calls == before + 1
+        assert client.python_reads == []
+
+        # A command C does not take ends what C takes: the rest of the read is Python's,
+        # and the replies keep their order.
+        out = _read(loop, client, [("SET", "pipe:c", "3"), ("PING",), ("GET", "pipe:c"),
+                                   ("ECHO", "e")], 4)
+        assert out == b"+OK\r\n+PONG\r\n$1\r\n3\r\n$1\r\ne\r\n"
+        assert client.python_reads == [[b"PING", b"GET", b"ECHO"]]
+        client.python_reads.clear()
+        out = _read(loop, client, [("NOSUCH",), ("GET", "pipe:c")], 2)
+        assert out.startswith(b"-ERR unknown command 'NOSUCH'") and out.endswith(b"$1\r\n3\r\n")
+        assert client.python_reads == [[b"NOSUCH", b"GET"]]
+        assert not client._slots and client._batched == 0
+
+        # What reached Redis: with encryption, no name or value in the clear.
+        stored = {name: direct.get(name) for name in direct.keys("cc:*")}  # this cache's
+        assert len(stored) == 4
+        if encrypted:
+            for name, value in stored.items():
+                assert b"pipe" not in name
+                assert value not in (b"1", b"two", b"3", big.encode())
+        else:
+            assert stored[b"cc:0:pipe:b"] == b"two"
+    finally:
+        for name in direct.keys("cc:*"):
+            direct.delete(name)
+        direct.close()
+        upstream.close()
+        loop.run_until_complete(asyncio.sleep(0.05))
+        loop.close()
+
+
+@pytest.mark.skipif(native is None, reason="the C path exists only with proxy._native")
+def test_a_batch_made_in_c_has_the_fields_python_gives_one(redis_server):
+    """ClientCore fills a Batch's fields itself (client_batch): they must be what
+    _open_batch would have set, and the type the one Python makes."""
+    loop, client, upstream = _in_process_client(redis_server, True)
+    direct = redis_server.client()
+    try:
+        direct.execute_command("CLIENT", "PAUSE", "2000", "ALL")  # the batch waits
+        request = b"".join(encode_command(c) for c in [("GET", "f:a"), ("SET", "f:b", "v")])
+        view = client.get_buffer(-1)
+        view[:len(request)] = request
+        client.buffer_updated(len(request))
+        (batch,) = client._slots
+        assert type(batch) is client_module.Batch
+        cache = client.cache
+        assert batch.cache is cache and batch.gcm is cache.reply_gcm
+        assert batch.in_c is cache.replies_in_c is True
+        assert (batch.db, batch.proto, batch.count, batch.client) == (0, 2, 2, client)
+        assert batch.stats is None and batch.data is None and batch.start is None
+        assert batch.packed is None  # submitted
+        assert list(upstream._waiters) == [batch, batch]
+        assert len(upstream._wbuf) == 2 and upstream._flush_scheduled is True
+        assert client._batched == 1
+        assert client.python_reads == []
+    finally:
+        direct.execute_command("CLIENT", "UNPAUSE")
+        for name in direct.keys("cc:*"):
+            direct.delete(name)
+        direct.close()
+        upstream.close()
+        loop.run_until_complete(asyncio.sleep(0.05))
+        loop.close()

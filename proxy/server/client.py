@@ -101,7 +101,7 @@ class Slot:
             self.stat.finish(self.t0, error_reply)
 
 
-class Batch:
+class PythonBatch:
     """The reply position of a run of forwarded commands from one read.
 
     A pipelined read of GETs and SETs becomes one slot and one submission instead of
@@ -114,6 +114,9 @@ class Batch:
     anything else ends the batch first.
     Like Slot, it is the `client` its decoders get (one db and protocol for the batch:
     SELECT and HELLO are not batchable).
+    With the C part, `Batch` is proxy._native.Batch with these methods: the same fields,
+    and ClientCore makes them itself for a read of simple commands only (see
+    proxy/_native.c, client_batch).
     """
 
     __slots__ = ("client", "decoders", "ctxs", "packed", "parts", "data", "cache", "db",
@@ -178,6 +181,15 @@ class Batch:
 
 
 if native is not None:
+    class Batch(native.Batch):
+        """PythonBatch's methods on proxy._native.Batch's fields (see PythonBatch)."""
+
+        __slots__ = ()
+        complete = PythonBatch.complete
+        fail = PythonBatch.fail
+        _done = PythonBatch._done
+        take_replies = PythonBatch.take_replies
+
     class Single(native.Single):
         """The reply position of a read that held one command simple enough for C.
 
@@ -193,13 +205,14 @@ if native is not None:
         complete = Slot.complete
         fail = Slot.fail
 else:
+    Batch = PythonBatch
     Single = None
 
 
 # The attributes of a connection that Core's two methods use; Core holds them (in C,
 # proxy._native.ClientCore's fields), ClientConnection the rest.
 CORE_FIELDS = (
-    "reader", "_slots", "route", "cache", "_one", "stats", "io", "transport", "_backlog",
+    "reader", "_slots", "route", "cache", "_forwarder", "stats", "io", "transport", "_backlog",
     "_out", "db", "proto", "authenticated", "multi", "capture", "_closing", "_closed",
     "_paused", "_write_paused", "_blocked", "_batched", "last_active")
 
@@ -229,8 +242,10 @@ class PythonCore:
 
 
 Core = native.ClientCore if native is not None else PythonCore
-if native is not None and native.CLIENT_MAX_INFLIGHT != MAX_INFLIGHT:
-    raise ImportError("proxy._native is out of date (CLIENT_MAX_INFLIGHT); reinstall it")
+if native is not None and (native.CLIENT_MAX_INFLIGHT != MAX_INFLIGHT or getattr(
+        native, "CLIENT_WRITELINES_PART_BYTES", None) != WRITELINES_PART_BYTES):
+    raise ImportError("proxy._native is out of date (CLIENT_MAX_INFLIGHT or "
+                      "CLIENT_WRITELINES_PART_BYTES); reinstall it")
 
 
 class ClientConnection(Core, asyncio.BufferedProtocol):
@@ -259,7 +274,7 @@ class ClientConnection(Core, asyncio.BufferedProtocol):
         self.io = server.io_stats(listener)  # bytes in and out, per listener
         self.stats = server.command_metrics(cache.name)  # None without admin:
         self.route = None
-        self._one = None  # see use_route
+        self._forwarder = None  # see use_route
         self.transport: asyncio.Transport | None = None
         self.reader = RequestReader()
         # The event loop reads into the parser's buffer (BufferedProtocol; the parser's
@@ -331,13 +346,13 @@ class ClientConnection(Core, asyncio.BufferedProtocol):
     def use_route(self, cache, route) -> None:
         """Serve with `cache` from now on, over `route` (None: a new route of its
         backend).  Whatever depends on the two is refreshed here: the C path for a
-        read of one simple command uses the cache's keys, and routes that queue
-        packed requests."""
+        read of simple commands (one: a Single; several: a Batch) uses the cache's
+        keys, and routes that queue packed requests."""
         self.cache = cache
         self.route = route = route if route is not None else cache.backend.route()
         forwarder = cache.forwarder
-        self._one = (forwarder.one if forwarder is not None
-                     and hasattr(route, "submit_one") else None)
+        self._forwarder = (forwarder if forwarder is not None
+                           and hasattr(route, "submit_one") else None)
 
     def connection_lost(self, exc) -> None:
         self._closed = True
