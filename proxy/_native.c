@@ -2822,10 +2822,12 @@ static PyObject *c_head(ClientCoreObject *self, int *empty) {
     int found = queue_head(self->slots, &head);
     *empty = found == 0;
     if (found <= 0) return NULL;
-    PyObject *start = PyObject_TypeCheck(head, &SingleType) ? ((SingleObject *)head)->start
-                      : PyObject_TypeCheck(head, &BatchType) ? ((BatchObject *)head)->start
-                                                              : NULL;
-    if (!start || start != Py_None) {
+    int ours = 1;
+    PyObject *start = NULL; /* NULL or None: no turn to start */
+    if (PyObject_TypeCheck(head, &SingleType)) start = ((SingleObject *)head)->start;
+    else if (PyObject_TypeCheck(head, &BatchType)) start = ((BatchObject *)head)->start;
+    else ours = 0;
+    if (!ours || (start && start != Py_None)) {
         Py_DECREF(head);
         return NULL;
     }

@@ -315,11 +315,15 @@ class _Server:
 
 
 class _RecordingConnection(client_module.ClientConnection):
-    __slots__ = ("python_reads",)
+    __slots__ = ("python_reads", "python_flushes")
 
     def _commands_read(self, commands):
         self.python_reads.append([args[0] for args in commands])
         super()._commands_read(commands)
+
+    def _flush(self):
+        self.python_flushes += 1
+        super()._flush()
 
 
 def _in_process_client(redis_server, encrypted: bool):
@@ -347,6 +351,7 @@ def _in_process_client(redis_server, encrypted: bool):
                   members=MemberCipher(hashing_key) if encrypted else None)
     client = _RecordingConnection(_Server(), _Listener(), cache)
     client.python_reads = []
+    client.python_flushes = 0
     client.connection_made(_CollectingTransport())
     assert upstream._start_connect()
 
@@ -401,7 +406,12 @@ def test_a_pipelined_read_of_simple_commands_is_one_batch_made_in_c(redis_server
         out = _read(loop, client, commands, len(commands))
         assert out == b"+OK\r\n+OK\r\n$1\r\n1\r\n$3\r\ntwo\r\n$-1\r\n+OK\r\n"
         assert client.python_reads == []  # all of it in C: one Batch
+        assert client.python_flushes == 0  # and its replies written by C
         assert not client._slots and client._batched == 0
+
+        # A read of one command: a Single, forwarded and written by C too.
+        assert _read(loop, client, [("GET", "pipe:b")], 1) == b"$3\r\ntwo\r\n"
+        assert client.python_reads == [] and client.python_flushes == 0
 
         # Large replies: joined in C below WRITELINES_PART_BYTES, written as parts above.
         transport = client.transport
@@ -409,7 +419,7 @@ def test_a_pipelined_read_of_simple_commands_is_one_batch_made_in_c(redis_server
         out = _read(loop, client, [("GET", "pipe:big"), ("GET", "pipe:a")], 2)
         assert out == b"$3000\r\n" + big.encode() + b"\r\n$1\r\n1\r\n"
         assert transport.writelines_calls == before + 1
-        assert client.python_reads == []
+        assert client.python_reads == [] and client.python_flushes == 0
 
         # A command C does not take ends what C takes: the rest of the read is Python's,
         # and the replies keep their order.
