@@ -60,7 +60,12 @@ MAX_UNIX_PATH_BYTES = 107  # sun_path is 108 bytes on Linux, NUL included
 DEFAULT_DATABASES = 16
 DEFAULT_CONNECT_TIMEOUT = 2.0
 DEFAULT_COMMAND_TIMEOUT = 5.0
-DEFAULT_POOL_SIZE = 2
+# One pipelined connection per Redis, as twemproxy's and Envoy's defaults: Redis runs one
+# command at a time whatever the connection count, and with one connection it reads
+# every client's commands of a loop iteration in one read (two halved that, and cost
+# Redis more CPU per command: bench, 2026-12-01).  More help where one connection's
+# large replies would hold up the others' small ones.
+DEFAULT_POOL_SIZE = 1
 KEY_BYTES = 32
 MAX_PREFIX_CHARS = 64
 # Warn when encryptions under one key (counted by this process) pass this share of the

@@ -58,7 +58,7 @@ def test_minimal_redis_cache_gets_documented_defaults(write_config) -> None:
     assert redis.username is None and redis.password is None
     assert redis.connect_timeout == 2.0
     assert redis.command_timeout == 5.0
-    assert redis.pool_size == 2
+    assert redis.pool_size == 1
     assert cache.key_prefix == b"cachecloak:main:"
     assert cache.prefix_enabled is True
     assert cache.databases == 16
