@@ -703,10 +703,21 @@ static PyObject *pack_command(PyObject *module, PyObject *args) {
     return out;
 }
 
+/* How many decimal digits put_header writes for n >= 0. */
+static inline Py_ssize_t decimal_digits(Py_ssize_t n) {
+    Py_ssize_t digits = 1;
+    for (; n >= 10000; n /= 10000) digits += 4;
+    return digits + (n >= 10) + (n >= 100) + (n >= 1000);
+}
+
 /* items[0:count] (all bytes) as a RESP array of bulk strings. */
 static PyObject *pack_bytes(PyObject **items, Py_ssize_t count) {
-    Py_ssize_t size = 3 + 20;
-    for (Py_ssize_t i = 0; i < count; i++) size += PyBytes_GET_SIZE(items[i]) + 3 + 20 + 2;
+    /* The exact size: the object is made once, never resized. */
+    Py_ssize_t size = 3 + decimal_digits(count);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t n = PyBytes_GET_SIZE(items[i]);
+        size += 5 + decimal_digits(n) + n;
+    }
     PyObject *out = PyBytes_FromStringAndSize(NULL, size);
     if (out) {
         char *start = PyBytes_AS_STRING(out), *p = start;
@@ -719,7 +730,11 @@ static PyObject *pack_bytes(PyObject **items, Py_ssize_t count) {
             *p++ = '\r';
             *p++ = '\n';
         }
-        if (_PyBytes_Resize(&out, p - start) < 0) out = NULL;
+        if (p - start != size) { /* the size above is exact: never */
+            Py_DECREF(out);
+            PyErr_SetString(PyExc_SystemError, "pack_bytes: the request's size was misjudged");
+            return NULL;
+        }
     }
     return out;
 }

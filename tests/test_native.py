@@ -235,6 +235,19 @@ def test_packed_requests_are_the_same_as_hiredis_and_python(args):
 
 
 @needs_native
+@pytest.mark.parametrize("length", [0, 9, 10, 99, 100, 999, 1000, 9999, 10000, 99999, 100000,
+                                    1000000])
+@pytest.mark.parametrize("count", [1, 9, 10, 100, 1000])
+def test_packed_sizes_at_every_digit_boundary(length, count):
+    """pack_bytes sizes its result exactly before writing it: lengths and argument counts
+    where the number of digits changes."""
+    args = [b"x" * length] + [b"a"] * (count - 1)
+    expected = hiredis.pack_command(tuple(args))
+    assert _native.pack_command(args) == expected
+    assert writer.python_command(list(args)) == expected
+
+
+@needs_native
 def test_pack_refuses_what_hiredis_refuses():
     for bad in ([None], [b"a", object()], [True]):
         with pytest.raises(TypeError):
