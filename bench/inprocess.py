@@ -30,14 +30,18 @@ from proxy.crypto.members import MemberCipher
 from proxy.server.client import ClientConnection
 
 
-class _Transport:
+class Transport:
+    """A transport that only collects what is written (tests/test_client_core.py too)."""
+
     def __init__(self) -> None:
         self.out: list[bytes] = []
+        self.writelines_calls = 0
 
     def write(self, data: bytes) -> None:
         self.out.append(data)
 
     def writelines(self, parts) -> None:
+        self.writelines_calls += 1
         self.out.extend(parts)
 
     def get_extra_info(self, name):
@@ -53,15 +57,50 @@ class _Transport:
         pass
 
 
-class _Listener:
+class Listener:
     port = 0
     password = None
     unix_path = None
 
 
-class _IO:
+class IOCounts:
     received = 0
     sent = 0
+
+
+class Server:
+    """What a ClientConnection asks of its server: no metrics, every client admitted."""
+
+    caches: dict = {}
+
+    def io_stats(self, listener):
+        return IOCounts()
+
+    def command_metrics(self, name):
+        return None
+
+    def admit(self, listener):
+        return True
+
+    def client_connected(self, client):
+        pass
+
+
+def one_connection_cache(upstream, encrypted: bool) -> Cache:
+    """A cache whose every client uses `upstream`, with fresh random keys (or none), its
+    stored names prefixed cc:."""
+    class Backend:
+        description = "one connection"
+
+        def route(self):
+            return upstream
+
+    hashing_key = os.urandom(32) if encrypted else None
+    hasher = KeyHasher("bench", hashing_key, b"cc:", True, 16)
+    sealer = ValueSealer(os.urandom(32)) if encrypted else None
+    return Cache("bench", hasher=hasher, sealer=sealer, on_decrypt_error="miss",
+                 databases=16, backend=Backend(),
+                 members=MemberCipher(hashing_key) if encrypted else None)
 
 
 def measure(encrypted: bool, command: str, batch: int, rounds: int, repeat: int
@@ -73,38 +112,12 @@ def measure(encrypted: bool, command: str, batch: int, rounds: int, repeat: int
                                 connect_timeout=1, command_timeout=5, label="bench")
     upstream = UpstreamConnection(settings, loop)
     upstream.state = READY
-    upstream.transport = _Transport()
+    upstream.transport = Transport()
 
-    class Backend:
-        description = "in-process"
-
-        def route(self):
-            return upstream
-
-    hashing_key = os.urandom(32) if encrypted else None
-    hasher = KeyHasher("bench", hashing_key, b"cc:", True, 16)
-    sealer = ValueSealer(os.urandom(32)) if encrypted else None
-    cache = Cache("bench", hasher=hasher, sealer=sealer, on_decrypt_error="miss",
-                  databases=16, backend=Backend(),
-                  members=MemberCipher(hashing_key) if encrypted else None)
-
-    class Server:
-        caches: dict = {}
-
-        def io_stats(self, listener):
-            return _IO()
-
-        def command_metrics(self, name):
-            return None
-
-        def admit(self, listener):
-            return True
-
-        def client_connected(self, client):
-            pass
-
-    client = ClientConnection(Server(), _Listener(), cache)
-    client.connection_made(_Transport())
+    cache = one_connection_cache(upstream, encrypted)
+    hasher = cache.hasher
+    client = ClientConnection(Server(), Listener(), cache)
+    client.connection_made(Transport())
     value = os.urandom(100)
     keys = [b"key:%012d" % i for i in range(batch)]
     if command == "get":

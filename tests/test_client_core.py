@@ -13,12 +13,12 @@ Every wait is bounded in time; loopback only.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 
 import hiredis
 import pytest
 
+from bench import inprocess
 from proxy.server import client as client_module
 from proxy.speedups import native
 from tests.proxyproc import start_proxy_listeners
@@ -256,62 +256,10 @@ def test_a_read_on_the_c_path_makes_the_connection_active_again(proxy):
 
 # -- a pipelined read in C (proxy._native.ClientCore's client_batch), in-process ---------
 #
-# One ClientConnection built as the server builds it, its upstream connection connected
-# to the real Redis; only the client's side of the socket is a list that collects what
-# is written, so the test can see which path a read took (a subclass records the reads
-# that reach Python's _commands_read).
-
-
-class _CollectingTransport:
-    def __init__(self) -> None:
-        self.out: list[bytes] = []
-        self.writelines_calls = 0
-
-    def write(self, data: bytes) -> None:
-        self.out.append(bytes(data))
-
-    def writelines(self, parts) -> None:
-        self.writelines_calls += 1
-        self.out.extend(bytes(p) for p in parts)
-
-    def get_extra_info(self, name):
-        return None
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class _Listener:
-    port = 0
-    password = None
-    unix_path = None
-
-
-class _IO:
-    received = 0
-    sent = 0
-
-
-class _Server:
-    caches: dict = {}
-
-    def io_stats(self, listener):
-        return _IO()
-
-    def command_metrics(self, name):
-        return None
-
-    def admit(self, listener):
-        return True
-
-    def client_connected(self, client):
-        pass
+# One ClientConnection built as the server builds it (bench.inprocess's stand-ins for the
+# server and the listener), its upstream connection connected to the real Redis; only the
+# client's side of the socket is a list that collects what is written, so the test can see
+# which path a read took (a subclass records the reads and flushes that reach Python).
 
 
 class _RecordingConnection(client_module.ClientConnection):
@@ -328,31 +276,16 @@ class _RecordingConnection(client_module.ClientConnection):
 
 def _in_process_client(redis_server, encrypted: bool):
     from proxy.backends.redis.connection import READY, UpstreamConnection, UpstreamSettings
-    from proxy.cache import Cache
-    from proxy.crypto import KeyHasher, ValueSealer
-    from proxy.crypto.members import MemberCipher
 
     loop = asyncio.new_event_loop()
     settings = UpstreamSettings("127.0.0.1", redis_server.port, username=None, password=None,
                                 db=0, connect_timeout=5, command_timeout=5, label="core")
     upstream = UpstreamConnection(settings, loop)
-
-    class Backend:
-        description = "one connection"
-
-        def route(self):
-            return upstream
-
-    hashing_key = os.urandom(32) if encrypted else None
-    hasher = KeyHasher("core", hashing_key, b"cc:", True, 16)
-    sealer = ValueSealer(os.urandom(32)) if encrypted else None
-    cache = Cache("core", hasher=hasher, sealer=sealer, on_decrypt_error="miss",
-                  databases=16, backend=Backend(),
-                  members=MemberCipher(hashing_key) if encrypted else None)
-    client = _RecordingConnection(_Server(), _Listener(), cache)
+    cache = inprocess.one_connection_cache(upstream, encrypted)
+    client = _RecordingConnection(inprocess.Server(), inprocess.Listener(), cache)
     client.python_reads = []
     client.python_flushes = 0
-    client.connection_made(_CollectingTransport())
+    client.connection_made(inprocess.Transport())
     assert upstream._start_connect()
 
     async def connected():
@@ -363,6 +296,16 @@ def _in_process_client(redis_server, encrypted: bool):
 
     loop.run_until_complete(connected())
     return loop, client, upstream
+
+
+def _close_in_process(loop, upstream, direct) -> None:
+    """Remove what the in-process cache stored (its names start with cc:) and close."""
+    for name in direct.keys("cc:*"):
+        direct.delete(name)
+    direct.close()
+    upstream.close()
+    loop.run_until_complete(asyncio.sleep(0.05))
+    loop.close()
 
 
 def _read(loop, client, commands, replies: int) -> bytes:
@@ -443,12 +386,7 @@ def test_a_pipelined_read_of_simple_commands_is_one_batch_made_in_c(redis_server
         else:
             assert stored[b"cc:0:pipe:b"] == b"two"
     finally:
-        for name in direct.keys("cc:*"):
-            direct.delete(name)
-        direct.close()
-        upstream.close()
-        loop.run_until_complete(asyncio.sleep(0.05))
-        loop.close()
+        _close_in_process(loop, upstream, direct)
 
 
 @pytest.mark.skipif(native is None, reason="the C path exists only with proxy._native")
@@ -477,9 +415,4 @@ def test_a_batch_made_in_c_has_the_fields_python_gives_one(redis_server):
         assert client.python_reads == []
     finally:
         direct.execute_command("CLIENT", "UNPAUSE")
-        for name in direct.keys("cc:*"):
-            direct.delete(name)
-        direct.close()
-        upstream.close()
-        loop.run_until_complete(asyncio.sleep(0.05))
-        loop.close()
+        _close_in_process(loop, upstream, direct)
