@@ -1824,104 +1824,52 @@ static Py_ssize_t take_singles(ReplyReaderObject *self, PyObject *waiters, PyObj
     return taken;
 }
 
-/* The attributes of a batch (proxy.server.client.Batch) that take_batch uses (interned
- * with the module's other names). */
-static PyObject *batch_in_c, *batch_parts, *batch_kinds, *batch_ctxs, *batch_proto,
-    *batch_gcm, *batch_db, *batch_count, *batch_client, *batch__done;
+static PyObject *batch__done; /* "_done", interned with the module's other names */
 
 /* take_batch(waiters, touched): when the waiter at the head of an upstream connection's
- * FIFO is a batch whose replies C decodes (its `in_c`), what Batch.take_replies and the
+ * FIFO is a Batch whose replies C decodes (its `in_c`), what Batch.take_replies and the
  * connection's Python loop do with it: take what is here of its next replies (as take()),
  * pop a FIFO entry per reply taken, finish the batch (_done) when that was its last, and
  * append its client to `touched` unless it is already the last one there.  Returns how
  * many replies it took (0: not such a batch, or its next reply is not one for C), or -1
- * with an exception set. */
+ * with an exception set.  With this module built every client batch is a Batch
+ * (proxy.server.client.Batch subclasses it); anything else is for Python. */
 static Py_ssize_t take_batch(ReplyReaderObject *self, PyObject *waiters, PyObject *touched) {
     PyObject *head;
     int found = queue_head(waiters, &head);
     if (found <= 0) return found;
     Py_ssize_t taken = 0;
-    PyObject *in_c = NULL, *parts = NULL, *kinds = NULL, *ctxs = NULL, *proto = NULL,
-             *gcm = NULL, *db = NULL, *count = NULL, *client = NULL;
-    if (PyObject_TypeCheck(head, &SingleType)) goto done; /* take_singles' */
-    if (PyObject_TypeCheck(head, &BatchType)) { /* its fields, without a lookup */
-        BatchObject *b = (BatchObject *)head;
-        if (!b->in_c || !b->parts || !b->kinds || !b->ctxs || !b->gcm || !b->stats ||
-            !b->client || !PyList_Check(b->parts) || !PyByteArray_Check(b->kinds) ||
-            !PyList_Check(b->ctxs) || (b->gcm != Py_None && !PyObject_TypeCheck(b->gcm, &GcmType)))
-            goto done; /* not for C, or not as made: Python's take_replies says what is wrong */
-        taken = reader_take(self, b->parts, b->kinds, b->ctxs, b->proto,
-                            b->gcm == Py_None ? NULL : (GcmObject *)b->gcm, b->db);
-        if (taken <= 0) goto done;
-        if (PyList_GET_SIZE(b->parts) == b->count) {
-            if (b->stats == Py_None) { /* _done without metrics: the parts are the data */
-                Py_XSETREF(b->data, Py_NewRef(b->parts));
-            } else {
-                PyObject *finished = PyObject_CallMethodNoArgs(head, batch__done);
-                if (!finished) goto fail;
-                Py_DECREF(finished);
-            }
-        }
-        client = Py_NewRef(b->client);
-        goto taken;
-    }
-    in_c = PyObject_GetAttr(head, batch_in_c);
-    if (!in_c) { /* a waiter with no such attribute is not a batch (getattr's default) */
-        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) goto fail;
-        PyErr_Clear();
-        goto done;
-    }
-    int batch = PyObject_IsTrue(in_c);
-    if (batch <= 0) {
-        if (batch < 0) goto fail;
-        goto done;
-    }
-    if (!(parts = PyObject_GetAttr(head, batch_parts)) ||
-        !(kinds = PyObject_GetAttr(head, batch_kinds)) ||
-        !(ctxs = PyObject_GetAttr(head, batch_ctxs)) ||
-        !(proto = PyObject_GetAttr(head, batch_proto)) ||
-        !(gcm = PyObject_GetAttr(head, batch_gcm)) || !(db = PyObject_GetAttr(head, batch_db)) ||
-        !(count = PyObject_GetAttr(head, batch_count)))
-        goto fail;
-    if (!PyList_Check(parts) || !PyByteArray_Check(kinds) || !PyList_Check(ctxs) ||
-        !PyLong_Check(proto) || !PyLong_Check(db) || !PyLong_Check(count) ||
-        (gcm != Py_None && !PyObject_TypeCheck(gcm, &GcmType)))
-        goto done; /* not one of ours: Python's take_replies says what is wrong */
-    long proto_n = PyLong_AsLong(proto);
-    Py_ssize_t db_n = PyLong_AsSsize_t(db), count_n = PyLong_AsSsize_t(count);
-    if (PyErr_Occurred()) goto fail;
-    taken = reader_take(self, parts, kinds, ctxs, proto_n,
-                        gcm == Py_None ? NULL : (GcmObject *)gcm, db_n);
+    BatchObject *b = (BatchObject *)head;
+    if (!PyObject_TypeCheck(head, &BatchType) || !b->in_c || !b->parts || !b->kinds ||
+        !b->ctxs || !b->gcm || !b->stats || !b->client || !PyList_Check(b->parts) ||
+        !PyByteArray_Check(b->kinds) || !PyList_Check(b->ctxs) ||
+        (b->gcm != Py_None && !PyObject_TypeCheck(b->gcm, &GcmType)))
+        goto done; /* not for C, or not as made: Python's take_replies says what is wrong */
+    taken = reader_take(self, b->parts, b->kinds, b->ctxs, b->proto,
+                        b->gcm == Py_None ? NULL : (GcmObject *)b->gcm, b->db);
     if (taken <= 0) goto done;
-    if (PyList_GET_SIZE(parts) == count_n) {
-        PyObject *finished = PyObject_CallMethodNoArgs(head, batch__done);
-        if (!finished) goto fail;
-        Py_DECREF(finished);
+    if (PyList_GET_SIZE(b->parts) == b->count) {
+        if (b->stats == Py_None) { /* _done without metrics: the parts are the data */
+            Py_XSETREF(b->data, Py_NewRef(b->parts));
+        } else {
+            PyObject *finished = PyObject_CallMethodNoArgs(head, batch__done);
+            if (!finished) goto fail;
+            Py_DECREF(finished);
+        }
     }
-    if (!(client = PyObject_GetAttr(head, batch_client))) goto fail;
-taken:
     for (Py_ssize_t i = 0; i < taken; i++) {
         PyObject *popped = queue_popleft(waiters);
         if (!popped) goto fail;
         Py_DECREF(popped);
     }
     Py_ssize_t n = PyList_GET_SIZE(touched);
-    if ((n == 0 || PyList_GET_ITEM(touched, n - 1) != client) &&
-        PyList_Append(touched, client) < 0)
+    if ((n == 0 || PyList_GET_ITEM(touched, n - 1) != b->client) &&
+        PyList_Append(touched, b->client) < 0)
         goto fail;
     goto done;
 fail:
     taken = -1;
 done:
-    Py_XDECREF(in_c);
-    Py_XDECREF(parts);
-    Py_XDECREF(kinds);
-    Py_XDECREF(ctxs);
-    Py_XDECREF(proto);
-    Py_XDECREF(gcm);
-    Py_XDECREF(db);
-    Py_XDECREF(count);
-    Py_XDECREF(client);
     Py_DECREF(head);
     return taken;
 }
@@ -3067,15 +3015,6 @@ static int intern_client_names(void) {
     INTERN(s_finish, "finish")
     INTERN(s_submit_packed, "submit_packed")
     INTERN(s_stats, "stats")
-    INTERN(batch_in_c, "in_c")
-    INTERN(batch_parts, "parts")
-    INTERN(batch_kinds, "kinds")
-    INTERN(batch_ctxs, "ctxs")
-    INTERN(batch_proto, "proto")
-    INTERN(batch_gcm, "gcm")
-    INTERN(batch_db, "db")
-    INTERN(batch_count, "count")
-    INTERN(batch_client, "client")
     INTERN(batch__done, "_done")
 #undef INTERN
     return 0;
